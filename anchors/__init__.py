@@ -1,0 +1,3 @@
+"""Built-in anchor spaces. Importing this package registers them (see `anybind.register_anchor`)."""
+
+from anybind.anchors import openclip as openclip

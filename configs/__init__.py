@@ -1,0 +1,1 @@
+"""Shipped configs (presets, preprocessing constants, templates, recipes): data files only."""

@@ -1,0 +1,190 @@
+"""Base classes of a modality plugin: `Modality` (loader + preprocessing) and `Encoder` (model).
+
+A plugin module defines::
+
+    @anybind.register_modality("thermal")
+    class Thermal(anybind.Modality):
+        accepts = "16-bit thermal PNG paths or [H, W] float arrays"
+        Preprocess = ThermalPreprocess        # frozen dataclass, values from configs/ or a dict
+        default_preprocess = "thermal-default"   # configs/preprocess/thermal/<name>.yaml, or None
+        default_encoder = "cnn"
+        def load(self, items, **options): ...   # list of user items -> batch tensor(s)
+
+    @anybind.register_encoder("thermal", "cnn")
+    class ThermalCNN(anybind.Encoder):
+        Config = ThermalCNNConfig              # frozen dataclass of architecture sizes
+        def __init__(self, config, context): ...  # build self.backbone and self.head
+        def forward(self, batch): ...           # batch -> [B, D] (BoundModel L2-normalizes)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from anybind.config import load_named
+from anybind.errors import InputError, InputFileError
+
+if TYPE_CHECKING:
+    from anybind.anchor import Anchor
+
+Batch = torch.Tensor | dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """The config of an encoder that has no architecture options."""
+
+
+@dataclass(frozen=True)
+class EncoderContext:
+    """What an encoder is built against: the frozen anchor and the modality's preprocessing."""
+
+    anchor: Anchor
+    preprocess: Any  # the modality's `Preprocess` dataclass instance (or None)
+
+    @property
+    def dim(self) -> int:
+        """The anchor's embedding width D (the head's output size)."""
+        return self.anchor.dim
+
+
+class Modality:
+    """Turns user inputs of one modality into batches for its encoders.
+
+    Subclasses set the class attributes and implement `load`. `as_items` may be overridden for
+    inputs that are batches themselves (e.g. a ``[N, T]`` waveform tensor).
+    """
+
+    name: ClassVar[str]
+    accepts: ClassVar[str] = "a list of inputs"
+    Preprocess: ClassVar[type | None] = None
+    default_preprocess: ClassVar[str | None] = None
+    default_encoder: ClassVar[str]
+    default_batch_size: ClassVar[int] = 32
+    default_templates: ClassVar[str] = "image"
+
+    def __init__(self, preprocess: Any, anchor: Anchor) -> None:
+        self.preprocess = preprocess
+        self.anchor = anchor
+
+    @classmethod
+    def resolve_preprocess(cls, spec: str | Mapping[str, Any] | None, anchor: Anchor) -> Any:
+        """The `Preprocess` instance for `spec`: a config name in ``configs/preprocess/<modality>/``,
+        a mapping of the fields, or None for `default_preprocess`."""
+        if cls.Preprocess is None:
+            return None
+        spec = cls.default_preprocess if spec is None else spec
+        if spec is None:
+            raise InputError(f"modality {cls.name!r} needs a `preprocess` config and has no default")
+        return load_named(cls.Preprocess, f"preprocess/{cls.name}", spec, f"{cls.name} preprocess")
+
+    def as_items(self, inputs: Any) -> list[Any]:
+        """User `inputs` -> a list of items; a lone str/Path counts as one item. Rejects empties."""
+        if isinstance(inputs, (str, Path)):
+            items: list[Any] = [inputs]
+        elif isinstance(inputs, torch.Tensor) or (hasattr(inputs, "__array__") and not isinstance(inputs, Sequence)):
+            items = [inputs] if getattr(inputs, "ndim", 0) <= 3 else list(inputs)
+        elif isinstance(inputs, Sequence) or hasattr(inputs, "__iter__"):
+            items = list(inputs)
+        else:
+            items = [inputs]
+        if not items:
+            raise InputError(f"`inputs` for modality {self.name!r}: expected {self.accepts}, got an empty list")
+        return items
+
+    def load(self, items: Sequence[Any], **options: Any) -> Batch:
+        """A chunk of user items -> one batch (tensor or dict of tensors, on CPU) for the encoder."""
+        raise NotImplementedError
+
+
+class Encoder(nn.Module):
+    """Backbone + head mapping a modality batch to ``[B, D]`` anchor-space features.
+
+    Convention: the trainable projection into the anchor is `self.head`; anything else is the
+    backbone. An encoder that needs the frozen anchor (e.g. point clouds through the image tower)
+    reaches it as `self.anchor`, which is not part of its state dict.
+    """
+
+    modality: ClassVar[str]
+    encoder_name: ClassVar[str]
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, config: Any, context: EncoderContext) -> None:
+        super().__init__()
+        self.config = config
+        # Kept in a plain object attribute so the anchor's weights stay out of this state dict.
+        object.__setattr__(self, "_context", context)
+
+    @property
+    def context(self) -> EncoderContext:
+        """The anchor and preprocessing this encoder was built against."""
+        return self._context  # type: ignore[no-any-return]
+
+    @property
+    def anchor(self) -> Anchor:
+        """The frozen anchor (not a submodule: its weights are not saved with the encoder)."""
+        return self._context.anchor  # type: ignore[no-any-return]
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # noqa: D102
+        raise NotImplementedError
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the head (what ``train: head`` optimizes)."""
+        head = getattr(self, "head", None)
+        return list(head.parameters()) if isinstance(head, nn.Module) else []
+
+
+class ProjectionHead(nn.Module):
+    """Linear projection (optionally a 2-layer MLP) from backbone width to the anchor width D."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        if hidden_dim:
+            self.proj: nn.Module = nn.Sequential(
+                nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, out_dim)
+            )
+        else:
+            self.proj = nn.Linear(in_dim, out_dim)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, in_dim]`` -> ``[B, out_dim]``."""
+        return self.proj(features)
+
+
+def check_file(item: Any, argument: str, what: str) -> Path:
+    """`item` as an existing regular file path; raise `InputFileError` naming `argument` otherwise."""
+    if isinstance(item, str) and not item.strip():
+        raise InputError(f"`{argument}`: expected {what} path, got an empty string")
+    path = Path(item)
+    if not path.exists():
+        raise InputFileError(f"`{argument}`: {what} file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise InputFileError(f"`{argument}`: expected {what} file, got a directory: {str(path)!r}")
+    return path
+
+
+def check_finite(tensor: torch.Tensor, argument: str) -> None:
+    """Raise `InputError` naming `argument` when `tensor` holds NaN or infinite values."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise InputError(f"`{argument}`: expected finite values, got {bad} NaN/inf value(s)")
+
+
+def describe(value: Any) -> str:
+    """Short description of a value for error messages: type, shape and dtype."""
+    if isinstance(value, torch.Tensor) or hasattr(value, "dtype") and hasattr(value, "shape"):
+        return f"{type(value).__name__} of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def default_batches(count: int, batch_size: int) -> int:
+    """Number of batches needed for `count` items."""
+    return max(1, math.ceil(count / batch_size))

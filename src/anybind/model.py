@@ -1,0 +1,333 @@
+"""`anybind.load` and `BoundModel`: the frozen anchor plus every bound modality, ready to embed.
+
+A model config (a preset in ``configs/presets/``, a YAML/JSON file, or a bundle folder's
+``bundle.json``) names the anchor and, per modality, the encoder, its architecture args,
+preprocessing, weights and logit scale. Image and text always come from the anchor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from anybind.anchor import Anchor
+from anybind.config import find_named_config, from_dict, read_data_file, to_dict
+from anybind.embeddings import Embeddings
+from anybind.errors import CheckpointError, ConfigError, InputError, InputFileError, UnknownNameError
+from anybind.modality import Batch, Encoder, EncoderContext, Modality
+from anybind.registry import get_anchor, get_encoder, get_modality, list_modalities
+
+if TYPE_CHECKING:
+    from anybind.index import Index, SearchResult
+
+BUNDLE_FILE = "bundle.json"
+MODEL_FORMAT = "anybind.model"
+FORMAT_VERSION = 1
+ANCHOR_MODALITIES = ("image", "text")
+Precision = Literal["fp32", "bf16", "fp16"]
+PROGRESS_MIN_ITEMS = 256  # show a progress bar from this many inputs on (unless told otherwise)
+
+
+@dataclass(frozen=True)
+class ModalityConfig:
+    """One modality's entry under ``modalities:`` in a model config."""
+
+    encoder: str | None = None  # registered encoder name (default: the modality's default)
+    encoder_args: dict = field(default_factory=dict)  # fields of the encoder's Config dataclass
+    preprocess: str | dict | None = None  # config name in configs/preprocess/<modality>/, or fields
+    weights: str | None = None  # safetensors file of the encoder (relative to the bundle folder)
+    logit_scale: float | None = None  # multiplies cosine similarities in zero-shot (default: anchor's)
+    templates: str | None = None  # prompt template set in configs/templates/ (default: modality's)
+    seed: int = 0  # seed of the random init before `weights` are loaded
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole model config: the anchor and the bound modalities."""
+
+    anchor: dict  # the anchor's spec: {"kind": "openclip", ...}
+    modalities: dict = field(default_factory=dict)  # name -> ModalityConfig fields
+    format: str = MODEL_FORMAT
+    version: int = FORMAT_VERSION
+    name: str | None = None  # preset or bundle name, for display
+    info: dict = field(default_factory=dict)  # free-form provenance (training run, metrics)
+
+
+@dataclass
+class BoundModality:
+    """A modality as used inside a `BoundModel`: loader, encoder, and its settings."""
+
+    modality: Modality
+    encoder: Encoder
+    config: ModalityConfig
+
+
+def parse_model_config(data: Mapping[str, Any], where: str) -> ModelConfig:
+    """Validate a model-config mapping into `ModelConfig`, naming unknown keys and bad values."""
+    config = from_dict(ModelConfig, data, where)
+    if config.format != MODEL_FORMAT:
+        raise ConfigError(f"{where}: `format` must be {MODEL_FORMAT!r}, got {config.format!r}")
+    if config.version > FORMAT_VERSION:
+        raise ConfigError(f"{where}: written by a newer anybind (format version {config.version} > "
+                          f"{FORMAT_VERSION}); upgrade anybind")
+    if "kind" not in config.anchor:
+        raise ConfigError(f"{where}: `anchor` needs a `kind` (one of the registered anchors, e.g. 'openclip')")
+    for name, entry in config.modalities.items():
+        if name in ANCHOR_MODALITIES:
+            raise ConfigError(f"{where}: `modalities.{name}` is served by the anchor and cannot be configured")
+        from_dict(ModalityConfig, entry or {}, f"{where}: `modalities.{name}`")
+    return config
+
+
+def resolve_spec(spec: str | Path | Mapping[str, Any]) -> tuple[ModelConfig, Path | None]:
+    """A preset name, config file, bundle folder or mapping -> (config, folder relative paths start from)."""
+    if isinstance(spec, Mapping):
+        return parse_model_config(spec, "model config"), None
+    if not isinstance(spec, (str, Path)) or not str(spec).strip():
+        raise InputError(f"`spec`: expected a preset name, config file or bundle folder, got {spec!r}")
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        bundle = path / BUNDLE_FILE
+        if not bundle.is_file():
+            raise InputFileError(f"`spec`: folder {str(path)!r} is not an anybind bundle (no {BUNDLE_FILE})")
+        return parse_model_config(read_data_file(bundle), str(bundle)), path
+    if path.suffix in (".yaml", ".yml", ".json"):
+        return parse_model_config(read_data_file(path), str(path)), path.parent
+    if path.exists():
+        raise InputFileError(f"`spec`: expected a .yaml/.json config or a bundle folder, got {str(path)!r}")
+    try:
+        preset = find_named_config("presets", str(spec), "preset")
+    except UnknownNameError as error:
+        raise UnknownNameError(f"{error} (`spec` may also be a config file or a bundle folder)") from None
+    return parse_model_config(read_data_file(preset), f"preset {spec!r}"), preset.parent
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def load_encoder_weights(encoder: nn.Module, path: Path, argument: str) -> None:
+    """Load a safetensors state dict strictly into `encoder`, naming missing/unexpected keys."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise InputFileError(f"`{argument}`: weights file {str(path)!r} does not exist")
+    try:
+        state = load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"`{argument}`: {str(path)!r} is not a readable safetensors file ({error})") from None
+    expected = encoder.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"`{argument}`: {str(path)!r} does not match the encoder {type(encoder).__name__}: "
+            f"missing keys {missing[:8]}, unexpected keys {unexpected[:8]}"
+            + (f", shape mismatches {shapes[:4]}" if shapes else ""))
+    encoder.load_state_dict(state, strict=True)
+
+
+def build_modality(name: str, entry: ModalityConfig | Mapping[str, Any], anchor: Anchor,
+                   base_dir: Path | None = None) -> BoundModality:
+    """Build one modality (loader + encoder, weights loaded if given) against `anchor`."""
+    if not isinstance(entry, ModalityConfig):
+        entry = from_dict(ModalityConfig, entry or {}, f"`modalities.{name}`")
+    modality_cls = get_modality(name)
+    encoder_name = entry.encoder or modality_cls.default_encoder
+    encoder_cls = get_encoder(name, encoder_name)
+    preprocess = modality_cls.resolve_preprocess(entry.preprocess, anchor)
+    encoder_config = from_dict(encoder_cls.Config, entry.encoder_args, f"`modalities.{name}.encoder_args`")
+    with _seeded(entry.seed):
+        encoder = encoder_cls(encoder_config, EncoderContext(anchor=anchor, preprocess=preprocess))
+    if entry.weights:
+        weights = Path(entry.weights)
+        if base_dir is not None and not weights.is_absolute():
+            weights = base_dir / weights
+        load_encoder_weights(encoder, weights, f"modalities.{name}.weights")
+    encoder.eval()
+    return BoundModality(modality=modality_cls(preprocess, anchor), encoder=encoder, config=entry)
+
+
+def load(spec: str | Path | Mapping[str, Any] = "tiny", device: str | torch.device | None = None,
+         precision: Precision = "fp32") -> BoundModel:
+    """Load a model: a preset name (``"tiny"``), a config file, a bundle folder, or a mapping.
+
+    `device` defaults to CUDA when available, else CPU. `precision` ``"bf16"``/``"fp16"``
+    runs encoders under autocast (embeddings are always returned as float32).
+    """
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise InputError(f"`precision`: expected 'fp32', 'bf16' or 'fp16', got {precision!r}")
+    config, base_dir = resolve_spec(spec)
+    anchor = get_anchor(config.anchor["kind"]).from_spec(config.anchor, base_dir=base_dir)
+    model = BoundModel(anchor, config, base_dir=base_dir, precision=precision)
+    return model.to(torch.device(device) if device is not None else default_device())
+
+
+class BoundModel(nn.Module):
+    """The frozen anchor and the modalities bound to it. Use `anybind.load` to make one.
+
+    `embed` turns inputs of any modality into unit-norm float32 vectors of the anchor space.
+    """
+
+    def __init__(self, anchor: Anchor, config: ModelConfig, base_dir: Path | None = None,
+                 precision: Precision = "fp32") -> None:
+        super().__init__()
+        self.anchor = anchor
+        self.config = config
+        self.precision: Precision = precision
+        self._bound: dict[str, BoundModality] = {}
+        self.encoders = nn.ModuleDict()
+        for name in ANCHOR_MODALITIES:
+            self.add_modality(name, ModalityConfig())
+        for name, entry in config.modalities.items():
+            self.add_modality(name, from_dict(ModalityConfig, entry or {}, f"`modalities.{name}`"), base_dir)
+
+    def add_modality(self, name: str, entry: ModalityConfig, base_dir: Path | None = None) -> None:
+        """Build and attach modality `name` (replacing one of the same name)."""
+        bound = build_modality(name, entry, self.anchor, base_dir)
+        bound.encoder.to(self.device)
+        self._bound[name] = bound
+        self.encoders[name] = bound.encoder
+
+    @property
+    def device(self) -> torch.device:
+        """Where the anchor (and every encoder) lives."""
+        return self.anchor.device
+
+    @property
+    def anchor_key(self) -> str:
+        """The anchor identity key carried by every `Embeddings` this model returns."""
+        return self.anchor.identity.key
+
+    @property
+    def dim(self) -> int:
+        """The anchor's embedding width D."""
+        return self.anchor.dim
+
+    @property
+    def modalities(self) -> list[str]:
+        """Names of the modalities this model can embed."""
+        return sorted(self._bound)
+
+    def bound(self, modality: str) -> BoundModality:
+        """The loader, encoder and settings of `modality`; raises naming what this model has."""
+        if not isinstance(modality, str):
+            raise InputError(f"`modality`: expected a modality name (str), got {type(modality).__name__}")
+        if modality in self._bound:
+            return self._bound[modality]
+        registered = list_modalities()
+        if modality in registered:
+            raise UnknownNameError(
+                f"modality {modality!r} is registered but not part of this model (it has "
+                f"{', '.join(self.modalities)}); bind it with `anybind train` or load a preset that includes it")
+        get_modality(modality)  # raises with close matches and the registered list
+        raise AssertionError("unreachable")
+
+    def encoder(self, modality: str) -> Encoder:
+        """The encoder of `modality`."""
+        return self.bound(modality).encoder
+
+    def logit_scale(self, modality: str) -> float:
+        """The logit scale (1/temperature) for `modality` vs anchor text: configured, else the anchor's.
+
+        It is data for zero-shot softmax and never multiplied into embeddings.
+        """
+        value = self.bound(modality).config.logit_scale
+        return float(value) if value is not None else float(self.anchor.logit_scale)
+
+    def temperature(self, modality: str) -> float:
+        """The softmax temperature of `modality` (``1 / logit_scale``)."""
+        return 1.0 / self.logit_scale(modality)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def embed(self, modality: str | Mapping[str, Any], inputs: Any = None, *, batch_size: int | None = None,
+              progress: bool | None = None, **options: Any) -> Embeddings | dict[str, Embeddings]:
+        """Embed `inputs` of `modality` -> ``[N, D]`` float32 unit-norm `Embeddings` on CPU.
+
+        ``embed({"image": [...], "text": [...]})`` embeds several modalities and returns a dict.
+        `batch_size` defaults to the modality's; `progress` shows a tqdm bar (default: from
+        256 inputs on); extra `options` go to the modality's loader (e.g. ``sample_rate=``).
+        """
+        if isinstance(modality, Mapping):
+            if inputs is not None:
+                raise InputError("`inputs`: pass inputs inside the dict when `modality` is a dict")
+            if not modality:
+                raise InputError("`modality`: expected a non-empty dict of modality -> inputs, got {}")
+            return {name: self.embed(name, value, batch_size=batch_size, progress=progress, **options)  # type: ignore[misc]
+                    for name, value in modality.items()}
+        bound = self.bound(modality)
+        if inputs is None:
+            raise InputError(f"`inputs`: expected {bound.modality.accepts}, got None")
+        items = bound.modality.as_items(inputs)
+        size = batch_size if batch_size is not None else bound.modality.default_batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise InputError(f"`batch_size`: expected a positive integer, got {size!r}")
+        show = progress if progress is not None else len(items) >= PROGRESS_MIN_ITEMS
+        chunks = []
+        with tqdm(total=len(items), desc=f"embed {modality}", unit="item", disable=not show) as bar, \
+                torch.inference_mode(), self._autocast():
+            for start in range(0, len(items), size):
+                batch = bound.modality.load(items[start:start + size], **options)
+                features = bound.encoder(_to_device(batch, self.device)).float()
+                chunks.append(F.normalize(features, dim=-1).cpu())
+                bar.update(min(size, len(items) - start))
+        vectors = torch.cat(chunks).clone()
+        if not bool(torch.isfinite(vectors).all()):
+            raise InputError(f"`inputs`: the {modality} encoder produced non-finite vectors (check the inputs)")
+        return Embeddings.wrap(vectors, self.anchor_key)
+
+    def zero_shot(self, modality: str, inputs: Any, class_names: list[str] | str,
+                  templates: list[str] | str | None = None, **options: Any) -> torch.Tensor:
+        """Zero-shot class probabilities ``[N, C]`` of `inputs` over `class_names` (see `anybind.zero_shot`)."""
+        from anybind.zero_shot import zero_shot
+
+        return zero_shot(self, modality, inputs, class_names, templates=templates, **options)
+
+    def search(self, query: Any, query_modality: str, index: Index, k: int = 10,
+               modality: str | list[str] | None = None, **options: Any) -> SearchResult:
+        """Embed `query` as `query_modality` and search `index` (any-to-any) for the top `k`."""
+        vectors = self.embed(query_modality, query, **options)
+        return index.search(vectors, k=k, modality=modality)
+
+    def to_config(self) -> dict[str, Any]:
+        """The JSON-ready model config that rebuilds this model (weights paths as configured)."""
+        return to_dict(self.config)
+
+    def __repr__(self) -> str:
+        return f"BoundModel(anchor={self.anchor_key!r}, modalities={self.modalities}, device={self.device})"
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}  # type: ignore[misc]
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)  # type: ignore[return-value]
+    return batch

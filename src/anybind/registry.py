@@ -1,0 +1,182 @@
+"""Name registries for modalities, encoders and anchors.
+
+Built-ins register with decorators when `anybind.modalities` / `anybind.anchors` are imported.
+Third-party plugins declare entry points in the groups ``anybind.modalities`` and
+``anybind.anchors``; the entry point's target is imported (its decorators register what it
+defines) the first time any registry is looked up. Duplicate names raise, naming both modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from anybind.errors import DuplicateNameError, UnknownNameError, unknown_name_message
+
+if TYPE_CHECKING:
+    from anybind.anchor import Anchor
+    from anybind.modality import Encoder, Modality
+
+T = TypeVar("T", bound=type)
+
+MODALITY_ENTRY_POINT_GROUP = "anybind.modalities"
+ANCHOR_ENTRY_POINT_GROUP = "anybind.anchors"
+_PLUGIN_HINT = "Is the plugin installed? See anybind.list_modalities() and anybind.list_anchors()."
+
+_modalities: dict[str, type[Modality]] = {}
+_encoders: dict[str, dict[str, type[Encoder]]] = {}
+_anchors: dict[str, type[Anchor]] = {}
+_discovered = False
+_discovering = False
+_lock = threading.RLock()
+
+
+def _origin(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def _add(table: dict[str, Any], kind: str, name: str, obj: Any) -> None:
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise DuplicateNameError(f"{kind} name must be a non-empty string without spaces, got {name!r}")
+    previous = table.get(name)
+    # Re-registering the very same definition (a module reload) is not a conflict.
+    if previous is not None and _origin(previous) != _origin(obj):
+        raise DuplicateNameError(
+            f"{kind} {name!r} is registered twice: by {_origin(previous)} and by {_origin(obj)}"
+        )
+    table[name] = obj
+
+
+def register_modality(name: str) -> Callable[[T], T]:
+    """Class decorator registering a `Modality` subclass under `name` (e.g. ``"audio"``)."""
+
+    def decorator(cls: T) -> T:
+        with _lock:
+            cls.name = name  # type: ignore[attr-defined]
+            _add(_modalities, "modality", name, cls)
+            _encoders.setdefault(name, {})
+        return cls
+
+    return decorator
+
+
+def register_encoder(modality: str, name: str) -> Callable[[T], T]:
+    """Class decorator registering an `Encoder` subclass as encoder `name` of `modality`."""
+
+    def decorator(cls: T) -> T:
+        with _lock:
+            cls.modality = modality  # type: ignore[attr-defined]
+            cls.encoder_name = name  # type: ignore[attr-defined]
+            _add(_encoders.setdefault(modality, {}), f"{modality} encoder", name, cls)
+        return cls
+
+    return decorator
+
+
+def register_anchor(name: str) -> Callable[[T], T]:
+    """Class decorator registering an `Anchor` subclass under `name` (e.g. ``"openclip"``)."""
+
+    def decorator(cls: T) -> T:
+        with _lock:
+            cls.kind = name  # type: ignore[attr-defined]
+            _add(_anchors, "anchor", name, cls)
+        return cls
+
+    return decorator
+
+
+def entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
+    """The installed entry points of `group` (a seam tests can patch)."""
+    return list(importlib.metadata.entry_points(group=group))
+
+
+def _discover() -> None:
+    """Import built-ins and entry-point plugins once; later calls return immediately."""
+    global _discovered, _discovering
+    with _lock:
+        if _discovered or _discovering:
+            return
+        _discovering = True
+        try:
+            importlib.import_module("anybind.anchors")
+            importlib.import_module("anybind.modalities")
+            for group, table, register in (
+                (ANCHOR_ENTRY_POINT_GROUP, _anchors, register_anchor),
+                (MODALITY_ENTRY_POINT_GROUP, _modalities, register_modality),
+            ):
+                for entry_point in entry_points(group):
+                    target = entry_point.load()
+                    # A target that is a class not registered by its own decorator is
+                    # registered under the entry point's name.
+                    if isinstance(target, type) and target not in table.values():
+                        register(entry_point.name)(target)
+            _discovered = True
+        finally:
+            _discovering = False
+
+
+def reset_discovery() -> None:
+    """Forget that plugins were discovered, so the next lookup scans entry points again (tests)."""
+    global _discovered
+    with _lock:
+        _discovered = False
+
+
+def unregister_modality(name: str) -> None:
+    """Remove modality `name` and its encoders (for tests and interactive work)."""
+    with _lock:
+        _modalities.pop(name, None)
+        _encoders.pop(name, None)
+
+
+def get_modality(name: str) -> type[Modality]:
+    """The `Modality` class registered as `name`; raises `UnknownNameError` with suggestions."""
+    _discover()
+    try:
+        return _modalities[name]
+    except KeyError:
+        raise UnknownNameError(unknown_name_message("modality", str(name), _modalities, _PLUGIN_HINT)) from None
+
+
+def get_encoder(modality: str, name: str) -> type[Encoder]:
+    """The `Encoder` class registered as `name` for `modality`."""
+    get_modality(modality)
+    try:
+        return _encoders[modality][name]
+    except KeyError:
+        raise UnknownNameError(
+            unknown_name_message(f"{modality} encoder", str(name), _encoders.get(modality, {}), _PLUGIN_HINT)
+        ) from None
+
+
+def get_anchor(name: str) -> type[Anchor]:
+    """The `Anchor` class registered as `name` (e.g. ``"openclip"``)."""
+    _discover()
+    try:
+        return _anchors[name]
+    except KeyError:
+        raise UnknownNameError(unknown_name_message("anchor", str(name), _anchors, _PLUGIN_HINT)) from None
+
+
+def list_modalities() -> list[str]:
+    """Names of every registered modality, sorted."""
+    _discover()
+    return sorted(_modalities)
+
+
+def list_encoders(modality: str | None = None) -> list[str] | dict[str, list[str]]:
+    """Encoder names of `modality` (sorted list), or of every modality (dict) when `modality` is None."""
+    _discover()
+    if modality is None:
+        return {m: sorted(_encoders.get(m, {})) for m in sorted(_modalities)}
+    get_modality(modality)
+    return sorted(_encoders.get(modality, {}))
+
+
+def list_anchors() -> list[str]:
+    """Names of every registered anchor kind, sorted."""
+    _discover()
+    return sorted(_anchors)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +39,24 @@ class OpenCLIPAnchorConfig:
     cache_dir: str | None = None  # open_clip download cache (default: open_clip's own)
 
 
+class _DropRandomInitNotice(logging.Filter):
+    """Drops open_clip's root-logger warning about random init: for us it is a deliberate choice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
 @contextlib.contextmanager
 def _seeded(seed: int) -> Any:
-    """Run a block with torch's CPU RNG seeded, restoring the caller's RNG state after."""
+    """Run a block with torch's CPU RNG seeded (restoring the caller's RNG state after)."""
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
+    notice_filter = _DropRandomInitNotice()
+    logging.getLogger().addFilter(notice_filter)
     try:
         yield
     finally:
+        logging.getLogger().removeFilter(notice_filter)
         torch.random.set_rng_state(state)
 
 

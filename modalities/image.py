@@ -97,11 +97,11 @@ class ImageModality(Modality):
         raise InputError(f"`{argument}`: expected a [H, W] or [H, W, 3] uint8 array, got shape {tuple(array.shape)}")
 
     def _from_tensor(self, tensor: torch.Tensor, argument: str) -> torch.Tensor:
+        shape = tuple(tensor.shape)
         if tensor.ndim == 3:
             tensor = tensor.unsqueeze(0)
         if tensor.ndim != 4 or tensor.shape[1] != 3:
-            raise InputError(f"`{argument}`: expected a float tensor [3, H, W] or [N, 3, H, W], "
-                             f"got shape {tuple(tensor.shape)}")
+            raise InputError(f"`{argument}`: expected a float tensor [3, H, W] or [N, 3, H, W], got shape {shape}")
         if not tensor.is_floating_point():
             raise InputError(f"`{argument}`: expected a float tensor in [0, 1], got dtype {tensor.dtype}")
         if min(tensor.shape[-2:]) < 1:

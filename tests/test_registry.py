@@ -1,0 +1,147 @@
+"""The registry: decorators, duplicates, suggestions, and entry-point plugins found lazily."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import anybind
+from anybind import registry
+from anybind.errors import DuplicateNameError, UnknownNameError
+
+
+def test_builtins_are_listed() -> None:
+    assert {"image", "text"} <= set(anybind.list_modalities())
+    assert anybind.list_encoders("image") == ["anchor"]
+    assert "openclip" in anybind.list_anchors()
+    assert anybind.list_encoders()["text"] == ["anchor"]  # type: ignore[index]
+
+
+def test_duplicate_names_raise_naming_both_modules() -> None:
+    @anybind.register_modality("dup-test")
+    class First(anybind.Modality):
+        default_encoder = "x"
+
+    try:
+        with pytest.raises(DuplicateNameError, match=r"modality 'dup-test' is registered twice: by .*First and by .*Second"):
+            @anybind.register_modality("dup-test")
+            class Second(anybind.Modality):
+                default_encoder = "x"
+    finally:
+        registry.unregister_modality("dup-test")
+
+
+def test_duplicate_encoder_names_raise() -> None:
+    @anybind.register_encoder("image", "dup-encoder")
+    class A(anybind.Encoder):
+        pass
+
+    try:
+        with pytest.raises(DuplicateNameError, match="image encoder 'dup-encoder' is registered twice"):
+            @anybind.register_encoder("image", "dup-encoder")
+            class B(anybind.Encoder):
+                pass
+    finally:
+        registry._encoders["image"].pop("dup-encoder")
+
+
+@pytest.mark.parametrize(
+    ("lookup", "message"),
+    [
+        (lambda: registry.get_modality("audoi"), r"unknown modality 'audoi'.*Registered: .*image.*Is the plugin installed\?"),
+        (lambda: registry.get_encoder("image", "anchr"), r"unknown image encoder 'anchr'; did you mean 'anchor'\?"),
+        (lambda: registry.get_anchor("open-clip"), r"unknown anchor 'open-clip'; did you mean 'openclip'\?"),
+        (lambda: anybind.list_encoders("txt"), r"unknown modality 'txt'; did you mean 'text'\?"),
+    ],
+)
+def test_unknown_names_suggest_close_matches(lookup, message: str) -> None:
+    with pytest.raises(UnknownNameError, match=message):
+        lookup()
+
+
+PLUGIN = '''
+"""A third-party modality: "thermal" images as [H, W] float arrays in kelvin."""
+from dataclasses import dataclass
+import torch
+import anybind
+
+@dataclass(frozen=True)
+class ThermalPreprocess:
+    kelvin_min: float
+    kelvin_max: float
+    version: int = 1
+
+class Thermal(anybind.Modality):
+    accepts = "[H, W] float tensors in kelvin"
+    Preprocess = ThermalPreprocess
+    default_encoder = "mean-pool"
+
+    @classmethod
+    def resolve_preprocess(cls, spec, anchor):
+        return ThermalPreprocess(**(spec or {"kelvin_min": 250.0, "kelvin_max": 350.0}))
+
+    def load(self, items, **options):
+        span = self.preprocess.kelvin_max - self.preprocess.kelvin_min
+        return torch.stack([(torch.as_tensor(x) - self.preprocess.kelvin_min) / span for x in items])
+
+@anybind.register_encoder("thermal", "mean-pool")
+class MeanPool(anybind.Encoder):
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        self.head = anybind.ProjectionHead(8, context.dim)
+
+    def forward(self, batch):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(batch.unsqueeze(1), (2, 4)).flatten(1)
+        return self.head(pooled)
+'''
+
+
+def _install_plugin_distribution(folder: Path) -> None:
+    """A real installed distribution (dist-info + entry point) on a sys.path folder."""
+    (folder / "anybind_thermal.py").write_text(PLUGIN)
+    info = folder / "anybind_thermal-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: anybind-thermal\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[anybind.modalities]\nthermal = anybind_thermal:Thermal\n")
+
+
+def test_entry_point_plugin_is_discovered_and_embeds(tmp_path: Path) -> None:
+    _install_plugin_distribution(tmp_path)
+    script = textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {str(tmp_path)!r})
+        import anybind
+        assert "thermal" in anybind.list_modalities(), anybind.list_modalities()
+        assert anybind.list_encoders("thermal") == ["mean-pool"]
+        config = anybind.load("tiny").to_config()
+        config["modalities"]["thermal"] = {{}}
+        model = anybind.load(config, device="cpu")
+        vectors = model.embed("thermal", [torch.full((16, 16), 300.0), torch.rand(16, 16) * 100 + 250])
+        assert vectors.shape == (2, model.dim), vectors.shape
+        assert torch.allclose(vectors.norm(dim=-1), torch.ones(2), atol=1e-5)
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_discovery_is_lazy(tmp_path: Path) -> None:
+    _install_plugin_distribution(tmp_path)
+    script = f"""
+import sys
+sys.path.insert(0, {str(tmp_path)!r})
+import anybind
+assert "anybind_thermal" not in sys.modules   # nothing scanned at import time
+anybind.list_modalities()
+assert "anybind_thermal" in sys.modules
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

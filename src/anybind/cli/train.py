@@ -1,0 +1,64 @@
+"""``anybind train RECIPE.yaml``: bind a modality to the frozen anchor (see `anybind.train.bind`).
+
+Runs under ``torchrun --nproc_per_node N -m anybind.cli train RECIPE.yaml`` for DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from anybind.cli import add_common_options, print_json
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``train``."""
+    parser = subparsers.add_parser(
+        "train", help="bind a modality to the frozen anchor from a recipe",
+        description="Train a modality's encoder against the frozen anchor on a paired manifest, as the recipe "
+                    "(YAML) says; writes checkpoints, metrics and a bundle folder `anybind.load` reads.")
+    parser.add_argument("config", help="recipe file (YAML/JSON), e.g. configs/recipes/audio-cnn.yaml")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in the output folder from its newest checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in the output folder")
+    parser.add_argument("--output-dir", default=None, help="override the recipe's `output_dir`")
+    parser.add_argument("--steps", type=int, default=None, help="override `train.steps`")
+    parser.add_argument("--stop-after", type=int, default=None, metavar="N",
+                        help="stop after N steps in this call (checkpoint kept, resume later)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_common_options(parser, model=False)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the recipe, apply command-line overrides, and bind."""
+    from pathlib import Path
+
+    from anybind.train import bind, load_bind_config
+
+    config = load_bind_config(args.config)
+    train = config.train
+    if args.device is not None:
+        train = dataclasses.replace(train, device=args.device)
+    if args.batch_size is not None:
+        train = dataclasses.replace(train, batch_size=args.batch_size)
+    if args.steps is not None:
+        train = dataclasses.replace(train, steps=args.steps, epochs=None)
+    config = dataclasses.replace(config, train=train)
+    if args.output_dir is not None:
+        config = dataclasses.replace(config, output_dir=str(Path(args.output_dir).resolve()))
+    if args.no_progress or args.json:
+        config = dataclasses.replace(config, log=dataclasses.replace(config.log, progress=False))
+    result = bind(config, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after)
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    print(f"steps: {result.step}/{result.total_steps}  loss: {result.train_loss:.4f}  "
+          f"logit scale: {result.logit_scale:.2f}  ({result.steps_per_second:.2f} steps/s)")
+    for name, value in sorted(result.metrics.items()):
+        print(f"  {name}: {value:.4f}")
+    if result.skipped_rows:
+        print(f"skipped rows: {result.skipped_rows}")
+    print(f"bundle: {result.bundle_dir}" if result.bundle_dir else f"stopped; resume with: anybind train {args.config} --resume")
+    return 0

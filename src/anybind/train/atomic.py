@@ -1,0 +1,64 @@
+"""Atomic file writes: a temp file in the same folder, flushed and fsynced, then `os.replace`d.
+
+A reader never sees a half-written checkpoint, cache shard or bundle file, even when the
+writer is killed mid-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (parent folders are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    """Write `data` as indented JSON to `path` atomically."""
+    return atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def atomic_save_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor],
+                            metadata: Mapping[str, str] | None = None) -> Path:
+    """Save `tensors` (made contiguous, on CPU) as a safetensors file at `path` atomically."""
+    from safetensors.torch import save
+
+    ready = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+    return atomic_write_bytes(path, save(ready, metadata=dict(metadata) if metadata else None))
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable; not supported on every platform (e.g. Windows).
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)

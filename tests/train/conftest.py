@@ -1,0 +1,35 @@
+"""Fixtures of the trainer tests: the toy modality (registered once) and a toy dataset."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+TOY_MODULE = "anybind_tests_toy_modality"
+
+
+def load_toy_module() -> ModuleType:
+    """Import tests/train/toy_modality.py under one fixed name (registers the ``toyvec`` modality)."""
+    if TOY_MODULE in sys.modules:
+        return sys.modules[TOY_MODULE]
+    spec = importlib.util.spec_from_file_location(TOY_MODULE, Path(__file__).with_name("toy_modality.py"))
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[TOY_MODULE] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.fixture(scope="session")
+def toy() -> ModuleType:
+    """The toy modality module."""
+    return load_toy_module()
+
+
+@pytest.fixture(scope="session")
+def toy_data(toy: ModuleType, tiny_model, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    """A shared toy dataset (96 caption pairs + 32 image pairs); returns the manifest path. Read-only."""
+    return toy.make_dataset(tmp_path_factory.mktemp("toy-data"), tiny_model)

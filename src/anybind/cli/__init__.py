@@ -17,7 +17,7 @@ from typing import Any
 
 from anybind.errors import AnybindError
 
-COMMANDS = ("info",)
+COMMANDS = ("info", "train")
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, model: bool = True) -> None:

@@ -1,0 +1,66 @@
+"""The ``audio`` modality: audio files and waveform arrays -> anchor-space vectors.
+
+Encoders: ``htsat`` (LAION-CLAP's HTS-AT with its CLAP projection, official checkpoints load
+unchanged) and ``cnn`` (a compact log-mel CNN for small-scale binding on CPU). Preprocessing
+constants live in ``configs/preprocess/audio/`` (``clap-48k``, ``clap-48k-fusion``, ``cnn-16k``).
+
+    model.embed("audio", ["dog.wav", "rain.flac"])
+    model.embed("audio", [waveform_1, waveform_2], sample_rate=16000)   # arrays need a rate
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anybind.errors import InputError
+from anybind.modalities.audio import cnn as cnn
+from anybind.modalities.audio import htsat as htsat
+from anybind.modalities.audio.loader import check_sample_rate, load_audio_batch
+from anybind.modalities.audio.preprocess import AudioPreprocess
+from anybind.modality import Modality
+from anybind.registry import register_modality
+
+
+@register_modality("audio")
+class AudioModality(Modality):
+    """Audio files (wav/flac/ogg/...) and waveform arrays, mixed to mono and resampled per encoder."""
+
+    accepts = ("audio file paths, or waveforms as [samples] / [channels, samples] numpy arrays or tensors "
+               "(a single [N, samples] array is N mono clips) with `sample_rate=` in Hz")
+    Preprocess = AudioPreprocess
+    default_preprocess = "clap-48k"
+    default_encoder = "htsat"
+    default_batch_size = 8
+    default_templates = "audio"
+
+    def as_items(self, inputs: Any) -> list[Any]:
+        """A path or list of items as usual; a single ``[T]`` array is one clip, ``[N, T]`` is N mono clips."""
+        if isinstance(inputs, (np.ndarray, torch.Tensor)):
+            if inputs.ndim == 1:
+                return [inputs]
+            if inputs.ndim == 2:
+                if inputs.shape[0] == 0:
+                    raise InputError(f"`inputs` for modality 'audio': expected {self.accepts}, got an empty batch")
+                return list(inputs)
+            raise InputError(f"`inputs`: expected a [samples] or [N, samples] array (or a list of clips), "
+                             f"got shape {tuple(inputs.shape)}")
+        if isinstance(inputs, (str, Path)):
+            return [inputs]
+        return super().as_items(inputs)
+
+    def load(self, items: Sequence[Any], **options: Any) -> dict[str, torch.Tensor]:
+        """Items -> the encoder batch (see `anybind.modalities.audio.loader.load_audio_batch`).
+
+        Option `sample_rate` (Hz) is required for arrays; files use their own rate.
+        """
+        sample_rate = options.pop("sample_rate", None)
+        if options:
+            raise InputError(f"audio inputs take only the option `sample_rate`, got {', '.join(sorted(options))}")
+        if sample_rate is not None:
+            check_sample_rate(sample_rate)
+        return load_audio_batch(items, self.preprocess, sample_rate)

@@ -17,7 +17,7 @@ from typing import Any
 
 from anybind.errors import AnybindError
 
-COMMANDS = ("info", "train")
+COMMANDS = ("info", "train", "convert_clap")
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, model: bool = True) -> None:

@@ -150,22 +150,22 @@ def read_array_file(path: Path, argument: str) -> np.ndarray:
         raise InputFileError(f"`{argument}`: {str(path)!r} is not a readable numpy file ({error})") from None
 
 
-def sample_mesh(mesh: Any, count: int, seed: int, argument: str, allow_vertices: bool) -> np.ndarray:
-    """`count` area-weighted surface samples of a trimesh mesh (its vertices if it has no faces and
-    `allow_vertices`, e.g. a face-less ``.ply`` point cloud)."""
+def sample_mesh(mesh: Any, count: int, seed: int, argument: str, source: Path | None = None) -> np.ndarray:
+    """`count` area-weighted surface samples (``[count, 3]`` float64) of a trimesh mesh or scene;
+    raise `InputFileError` naming `argument` (and the `source` file) when it has no faces."""
     import trimesh
 
+    where = f"`{argument}`" + (f" (file {str(source)!r})" if source is not None else "")
     if isinstance(mesh, trimesh.Scene):
-        mesh = mesh.to_geometry() if hasattr(mesh, "to_geometry") else mesh.dump(concatenate=True)
+        mesh = mesh.to_geometry() if mesh.geometry else None
     faces = getattr(mesh, "faces", None)
-    vertices = np.asarray(getattr(mesh, "vertices", np.zeros((0, 3))))
+    vertices = getattr(mesh, "vertices", None)
     if faces is not None and len(faces) > 0 and float(mesh.area) > 0:
         samples, _ = trimesh.sample.sample_surface(mesh, count, seed=seed)
         return np.asarray(samples, dtype=np.float64)
-    if allow_vertices and len(vertices) > 0:
-        return vertices.astype(np.float64)
-    raise InputFileError(f"`{argument}`: expected a mesh with faces of non-zero area to sample its surface, got "
-                         f"{len(vertices)} vertices and {0 if faces is None else len(faces)} faces")
+    raise InputFileError(f"{where}: expected a mesh with faces of non-zero area to sample its surface, got "
+                         f"{0 if vertices is None else len(vertices)} vertices and "
+                         f"{0 if faces is None else len(faces)} faces")
 
 
 def read_points(item: Any, argument: str, count: int, seed: int) -> np.ndarray:
@@ -176,7 +176,7 @@ def read_points(item: Any, argument: str, count: int, seed: int) -> np.ndarray:
     import trimesh
 
     if isinstance(item, (trimesh.Trimesh, trimesh.Scene)):
-        return sample_mesh(item, count, seed, argument, allow_vertices=False)
+        return sample_mesh(item, count, seed, argument)
     if isinstance(item, trimesh.PointCloud):
         return check_coordinates(np.asarray(item.vertices), argument)
     if isinstance(item, (np.ndarray, torch.Tensor)):
@@ -193,12 +193,13 @@ def read_points(item: Any, argument: str, count: int, seed: int) -> np.ndarray:
         raise InputFileError(f"`{argument}`: unsupported point-cloud file type {suffix or '(none)'!r} of "
                              f"{str(path)!r}; expected one of {' '.join(SUFFIXES)}")
     try:
-        loaded = trimesh.load(str(path), force="mesh")
-    except Exception as error:  # trimesh raises many types (ValueError, KeyError, struct.error...)
+        loaded = trimesh.load(str(path))
+    except Exception as error:  # trimesh raises many types (ValueError, IndexError, struct.error...)
         raise InputFileError(f"`{argument}`: {str(path)!r} is not a readable {suffix} file "
                              f"({type(error).__name__}: {error})") from None
-    points = sample_mesh(loaded, count, seed, argument, allow_vertices=suffix == ".ply")
-    return check_coordinates(points, argument, path)
+    if isinstance(loaded, trimesh.PointCloud) and suffix == ".ply":
+        return check_coordinates(np.asarray(loaded.vertices), argument, path)  # a face-less .ply is a point cloud
+    return check_coordinates(sample_mesh(loaded, count, seed, argument, path), argument, path)
 
 
 def prepare_points(raw: np.ndarray, *, count: int, seed: int, up_axis: str, normalize: bool,

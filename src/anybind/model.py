@@ -8,6 +8,7 @@ preprocessing, weights and logit scale. Image and text always come from the anch
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,8 +88,35 @@ def parse_model_config(data: Mapping[str, Any], where: str) -> ModelConfig:
     return config
 
 
-def resolve_spec(spec: str | Path | Mapping[str, Any]) -> tuple[ModelConfig, Path | None]:
-    """A preset name, config file, bundle folder or mapping -> (config, folder relative paths start from)."""
+@dataclass(frozen=True)
+class BuiltPreset:
+    """A preset whose model is built (trained) on first use and cached, e.g. ``default``.
+
+    The preset file holds ``builder: "package.module:function"`` and ``args``; the function is
+    called as ``function(rebuild=..., **args)`` and returns the folder of a bundle it made.
+    """
+
+    builder: str  # "module:function" returning a bundle folder
+    args: dict = field(default_factory=dict)  # keyword arguments of the builder
+    description: str = ""
+
+
+def _run_builder(data: Mapping[str, Any], where: str, rebuild: bool) -> Path:
+    preset = from_dict(BuiltPreset, data, where)
+    module_name, _, function_name = preset.builder.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"{where}: `builder` {preset.builder!r} cannot be imported ({error})") from None
+    return Path(function(rebuild=rebuild, **preset.args))
+
+
+def resolve_spec(spec: str | Path | Mapping[str, Any], rebuild: bool = False) -> tuple[ModelConfig, Path | None]:
+    """A preset name, config file, bundle folder or mapping -> (config, folder relative paths start from).
+
+    A built preset (see `BuiltPreset`) is built or fetched from its cache first; `rebuild`
+    makes it build again.
+    """
     if isinstance(spec, Mapping):
         return parse_model_config(spec, "model config"), None
     if not isinstance(spec, (str, Path)) or not str(spec).strip():
@@ -100,14 +128,18 @@ def resolve_spec(spec: str | Path | Mapping[str, Any]) -> tuple[ModelConfig, Pat
             raise InputFileError(f"`spec`: folder {str(path)!r} is not an anybind bundle (no {BUNDLE_FILE})")
         return parse_model_config(read_data_file(bundle), str(bundle)), path
     if path.suffix in (".yaml", ".yml", ".json"):
-        return parse_model_config(read_data_file(path), str(path)), path.parent
-    if path.exists():
+        where, data = str(path), read_data_file(path)
+    elif path.exists():
         raise InputFileError(f"`spec`: expected a .yaml/.json config or a bundle folder, got {str(path)!r}")
-    try:
-        preset = find_named_config("presets", str(spec), "preset")
-    except UnknownNameError as error:
-        raise UnknownNameError(f"{error} (`spec` may also be a config file or a bundle folder)") from None
-    return parse_model_config(read_data_file(preset), f"preset {spec!r}"), preset.parent
+    else:
+        try:
+            path = find_named_config("presets", str(spec), "preset")
+        except UnknownNameError as error:
+            raise UnknownNameError(f"{error} (`spec` may also be a config file or a bundle folder)") from None
+        where, data = f"preset {str(spec)!r}", read_data_file(path)
+    if "builder" in data:
+        return resolve_spec(_run_builder(data, where, rebuild))
+    return parse_model_config(data, where), path.parent
 
 
 def default_device() -> torch.device:
@@ -170,15 +202,16 @@ def build_modality(name: str, entry: ModalityConfig | Mapping[str, Any], anchor:
 
 
 def load(spec: str | Path | Mapping[str, Any] = "tiny", device: str | torch.device | None = None,
-         precision: Precision = "fp32") -> BoundModel:
+         precision: Precision = "fp32", *, rebuild: bool = False) -> BoundModel:
     """Load a model: a preset name (``"tiny"``), a config file, a bundle folder, or a mapping.
 
     `device` defaults to CUDA when available, else CPU. `precision` ``"bf16"``/``"fp16"``
-    runs encoders under autocast (embeddings are always returned as float32).
+    runs encoders under autocast (embeddings are always returned as float32). `rebuild`
+    re-trains a built preset (such as ``default``) instead of using its cache.
     """
     if precision not in ("fp32", "bf16", "fp16"):
         raise InputError(f"`precision`: expected 'fp32', 'bf16' or 'fp16', got {precision!r}")
-    config, base_dir = resolve_spec(spec)
+    config, base_dir = resolve_spec(spec, rebuild=rebuild)
     anchor = get_anchor(config.anchor["kind"]).from_spec(config.anchor, base_dir=base_dir)
     model = BoundModel(anchor, config, base_dir=base_dir, precision=precision)
     return model.to(torch.device(device) if device is not None else default_device())

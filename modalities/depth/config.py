@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from anybind.config import from_dict
-from anybind.errors import InputError, unknown_name_message
+from anybind.errors import UnknownNameError, unknown_name_message
 
 
 @dataclass(frozen=True)
@@ -32,5 +32,5 @@ class DepthPreprocess:
     def camera(self, name: str) -> CameraPreset:
         """The `CameraPreset` called `name`; raises naming the presets that exist."""
         if name not in self.cameras:
-            raise InputError("`camera`: " + unknown_name_message("depth camera preset", str(name), self.cameras))
+            raise UnknownNameError("`camera`: " + unknown_name_message("depth camera preset", str(name), self.cameras))
         return from_dict(CameraPreset, self.cameras[name], f"depth camera preset {name!r}")

@@ -1,3 +1,4 @@
 """Built-in anchor spaces. Importing this package registers them (see `anybind.register_anchor`)."""
 
+from anybind.anchors import lit as lit
 from anybind.anchors import openclip as openclip

@@ -29,7 +29,34 @@ def toy() -> ModuleType:
     return load_toy_module()
 
 
+def write_anchor_only_config(path: Path) -> Path:
+    """Write a model config holding only the tiny preset's anchor (no other modalities) to `path`."""
+    import yaml
+
+    from anybind.config import find_named_config, read_data_file
+
+    spec = read_data_file(find_named_config("presets", "tiny", "preset"))
+    spec["modalities"] = {}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
 @pytest.fixture(scope="session")
-def toy_data(toy: ModuleType, tiny_model, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+def tiny_anchor_file(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    """A model config with the tiny preset's anchor only: binding tests stay independent of the
+    other modalities in the preset."""
+    return write_anchor_only_config(tmp_path_factory.mktemp("base") / "tiny-anchor.yaml")
+
+
+@pytest.fixture(scope="session")
+def base_model(tiny_anchor_file: Path):  # type: ignore[no-untyped-def]
+    """`anybind.load(tiny_anchor_file)` on CPU, loaded once (read-only)."""
+    import anybind
+
+    return anybind.load(tiny_anchor_file, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def toy_data(toy: ModuleType, base_model, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     """A shared toy dataset (96 caption pairs + 32 image pairs); returns the manifest path. Read-only."""
-    return toy.make_dataset(tmp_path_factory.mktemp("toy-data"), tiny_model)
+    return toy.make_dataset(tmp_path_factory.mktemp("toy-data"), base_model)

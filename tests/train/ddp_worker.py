@@ -1,0 +1,22 @@
+"""Run by test_train_ddp.py under torchrun: bind each recipe (JSON files given as arguments) in one
+process group, with the toy modality registered."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import load_toy_module  # noqa: E402
+
+if __name__ == "__main__":
+    load_toy_module()
+    from anybind.train import bind
+
+    dist.init_process_group("gloo")
+    for path in sys.argv[1:]:
+        bind(json.loads(Path(path).read_text()))
+    dist.destroy_process_group()

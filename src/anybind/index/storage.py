@@ -1,0 +1,224 @@
+"""The on-disk index format (version 1) and its atomic save.
+
+An index is a folder::
+
+    my.index/
+      manifest.json                  format, version, anchor identity, dim, count, files + sha256
+      vectors-<generation>-00000.npy float32 [rows, D] shards (memory-mappable)
+      metadata-<generation>.jsonl    one JSON object per row: {"id", "modality", ...user fields}
+
+Saving is atomic: the new shards and metadata are written under a fresh *generation* name next
+to the old ones and fsynced, then ``manifest.json`` is replaced in one ``os.replace`` (a
+single-file rename is atomic on POSIX and Windows, where swapping whole folders is not), and
+only then are files of older generations deleted. A save killed at any point leaves the
+previous manifest pointing at the previous, untouched files. Every file's size and sha256 are
+checked on load, so a truncated or modified file fails with an error naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from anybind.errors import InputError, InputFileError
+
+FORMAT = "anybind.index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_ROWS = 1 << 20  # rows per vector shard (2 GiB at D = 512)
+_OWN_FILE = re.compile(r"^(vectors-[0-9a-f]+-\d{5}\.npy|metadata-[0-9a-f]+\.jsonl|manifest\.json\.tmp-[0-9a-f]+)$")
+
+
+@dataclass(frozen=True)
+class StoredIndex:
+    """What `read_index` returns: the manifest fields and the loaded rows."""
+
+    manifest: dict[str, Any]
+    shards: list[np.ndarray]  # float32 [rows, D] each, memory-mapped when asked
+    records: list[dict[str, Any]]  # one metadata dict per row, in row order
+
+
+class _HashingWriter:
+    """A binary file wrapper that hashes and counts what is written through it."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.handle.write(data)
+
+
+def fsync_file(handle: BinaryIO) -> None:
+    """Flush `handle` and force its bytes to disk."""
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    """Force a folder's entries (new names, renames) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, write: Any) -> dict[str, Any]:
+    """Create `path`, let `write(writer)` fill it, fsync; return its name, size and sha256."""
+    with open(path, "xb") as handle:
+        writer = _HashingWriter(handle)
+        write(writer)
+        fsync_file(handle)
+    return {"file": path.name, "bytes": writer.size, "sha256": writer.digest.hexdigest()}
+
+
+def _check_target(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise InputFileError(f"`path`: {str(path)!r} exists and is not an index folder")
+    if path.is_dir() and not (path / MANIFEST).is_file():
+        foreign = [p.name for p in path.iterdir() if not _OWN_FILE.match(p.name)]
+        if foreign:
+            raise InputFileError(f"`path`: folder {str(path)!r} is not empty and holds no index "
+                                 f"({MANIFEST} missing); refusing to write into it")
+
+
+def write_index(path: str | Path, manifest: dict[str, Any], shards: Iterable[np.ndarray],
+                records: Iterable[dict[str, Any]]) -> None:
+    """Atomically write an index folder at `path` (see the module docstring).
+
+    `manifest` holds the format-independent fields (anchor, dim, count, backend...); this
+    function adds the format, version and file entries.
+    """
+    path = Path(path)
+    _check_target(path)
+    path.mkdir(parents=True, exist_ok=True)
+    generation = secrets.token_hex(8)
+    vector_files = []
+    for number, shard in enumerate(shards):
+        target = path / f"vectors-{generation}-{number:05d}.npy"
+        entry = _write_file(target, lambda w, s=shard: np.lib.format.write_array(w, np.ascontiguousarray(s),
+                                                                                  allow_pickle=False))
+        vector_files.append({**entry, "rows": len(shard)})
+
+    def write_records(writer: _HashingWriter) -> None:
+        for record in records:
+            writer.write((json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
+
+    metadata_file = _write_file(path / f"metadata-{generation}.jsonl", write_records)
+    full = {"format": FORMAT, "version": FORMAT_VERSION, **manifest, "generation": generation,
+            "vectors": vector_files, "metadata": metadata_file}
+    temporary = path / f"{MANIFEST}.tmp-{generation}"
+    with open(temporary, "xb") as handle:
+        handle.write(json.dumps(full, indent=2).encode("utf-8"))
+        fsync_file(handle)
+    fsync_dir(path)  # the new shards' names are durable before the manifest points at them
+    os.replace(temporary, path / MANIFEST)
+    fsync_dir(path)
+    for stale in path.iterdir():  # older generations and debris of killed saves
+        if _OWN_FILE.match(stale.name) and generation not in stale.name:
+            stale.unlink(missing_ok=True)
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Parse and check ``manifest.json`` of the index folder `path`."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not path.exists():
+        raise InputFileError(f"`path`: index {str(path)!r} does not exist")
+    if not manifest_path.is_file():
+        raise InputFileError(f"`path`: {str(path)!r} is not an anybind index (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputFileError(f"index manifest {str(manifest_path)!r} is unreadable or corrupt ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputFileError(f"{str(manifest_path)!r}: expected `format` {FORMAT!r}, "
+                             f"got {manifest.get('format') if isinstance(manifest, dict) else manifest!r}")
+    version = manifest.get("version")
+    if not isinstance(version, int):
+        raise InputFileError(f"{str(manifest_path)!r}: expected an integer `version`, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise InputFileError(f"{str(path)!r} was saved by a newer anybind (index format version {version}, "
+                             f"this anybind reads up to {FORMAT_VERSION}); upgrade anybind to load it")
+    for key in ("dim", "count", "vectors", "metadata", "anchor_key"):
+        if key not in manifest:
+            raise InputFileError(f"{str(manifest_path)!r}: missing required key `{key}`")
+    return manifest
+
+
+def verify_file(path: Path, entry: dict[str, Any]) -> None:
+    """Check a file's size and sha256 against its manifest `entry`; raise `InputFileError` naming it."""
+    if not path.is_file():
+        raise InputFileError(f"index file {str(path)!r} is missing (listed in {MANIFEST})")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise InputFileError(f"index file {str(path)!r} is truncated or altered: {size} bytes, "
+                             f"expected {entry['bytes']} (checksum check failed)")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    if digest.hexdigest() != entry["sha256"]:
+        raise InputFileError(f"index file {str(path)!r} fails its sha256 checksum (expected "
+                             f"{entry['sha256'][:16]}..., got {digest.hexdigest()[:16]}...): it was modified or corrupted")
+
+
+def read_index(path: str | Path, mmap: bool = True, verify: bool = True) -> StoredIndex:
+    """Read the index folder at `path`: checks format version and (when `verify`) every checksum.
+
+    With `mmap` the vector shards are memory-mapped copy-on-write (nothing is read until searched).
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    entries = [*manifest["vectors"], manifest["metadata"]]
+    if verify:
+        for entry in entries:
+            verify_file(path / entry["file"], entry)
+    shards = []
+    for entry in manifest["vectors"]:
+        file = path / entry["file"]
+        try:
+            shard = np.load(file, mmap_mode="c" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise InputFileError(f"index file {str(file)!r} is not a readable .npy array ({error})") from None
+        if shard.dtype != np.float32 or shard.ndim != 2 or shard.shape != (entry["rows"], manifest["dim"]):
+            raise InputFileError(f"index file {str(file)!r}: expected float32 [{entry['rows']}, {manifest['dim']}], "
+                                 f"got {shard.dtype} {list(shard.shape)}")
+        shards.append(shard)
+    records = []
+    metadata_path = path / manifest["metadata"]["file"]
+    try:
+        with open(metadata_path, encoding="utf-8") as handle:
+            records = [json.loads(line) for line in handle if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputFileError(f"index file {str(metadata_path)!r} is unreadable or corrupt ({error})") from None
+    rows = sum(len(s) for s in shards)
+    if len(records) != rows or rows != manifest["count"]:
+        raise InputFileError(f"index {str(path)!r} is inconsistent: manifest count {manifest['count']}, "
+                             f"{rows} vector rows, {len(records)} metadata rows")
+    return StoredIndex(manifest=manifest, shards=shards, records=records)
+
+
+def split_rows(rows: np.ndarray, shard_rows: int = SHARD_ROWS) -> list[np.ndarray]:
+    """Split ``[N, D]`` rows into views of at most `shard_rows` rows."""
+    if shard_rows < 1:
+        raise InputError(f"`shard_rows`: expected a positive integer, got {shard_rows}")
+    return [rows[start:start + shard_rows] for start in range(0, len(rows), shard_rows)]

@@ -21,6 +21,7 @@ from anybind.modality import Encoder as Encoder
 from anybind.modality import EncoderContext as EncoderContext
 from anybind.modality import Modality as Modality
 from anybind.modality import ProjectionHead as ProjectionHead
+from anybind.index import Index as Index
 from anybind.model import BoundModel as BoundModel
 from anybind.model import load as load
 from anybind.registry import list_anchors as list_anchors

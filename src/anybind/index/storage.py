@@ -134,7 +134,10 @@ def write_index(path: str | Path, manifest: dict[str, Any], shards: Iterable[np.
     fsync_dir(path)
     for stale in path.iterdir():  # older generations and debris of killed saves
         if _OWN_FILE.match(stale.name) and generation not in stale.name:
-            stale.unlink(missing_ok=True)
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError:  # e.g. still memory-mapped on Windows; the next save retries
+                pass
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

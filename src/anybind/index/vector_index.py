@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from anybind.anchor import AnchorIdentity
 from anybind.embeddings import check_same_anchor
-from anybind.errors import InputError
+from anybind.errors import AnchorMismatchError, InputError
 from anybind.index.exact import exact_search
 from anybind.index.faiss_backend import FaissSearcher
 from anybind.index.quantized import QuantizedScan
@@ -108,15 +108,29 @@ class Index:
         Each row's metadata records its modality and, for path or string inputs, its ``source``.
         `batch_size`/`progress`/`options` go to `model.embed`.
         """
+        index = cls(model, backend=backend, backend_options=backend_options)
+        index.add_inputs(model, inputs, batch_size=batch_size, progress=progress, **options)
+        return index
+
+    def add_inputs(self, model: BoundModel, inputs: Mapping[str, Any], *, batch_size: int | None = None,
+                   progress: bool | None = None, **options: Any) -> list[Id]:
+        """Embed ``{"audio": files, "text": strings, ...}`` with `model` and add them; returns the new ids.
+
+        `model` must have this index's anchor. Metadata records each row's ``source`` for path
+        or string inputs.
+        """
+        if model.anchor_key != self.anchor_key:
+            raise AnchorMismatchError(f"`model` has anchor {model.anchor_key}, but this index holds anchor "
+                                      f"{self.anchor_key}")
         if not isinstance(inputs, Mapping) or not inputs:
             raise InputError(f"`inputs`: expected a non-empty dict of modality -> inputs, got {describe(inputs)}")
-        index = cls(model, backend=backend, backend_options=backend_options)
+        new_ids: list[Id] = []
         for modality, values in inputs.items():
             items = model.bound(modality).modality.as_items(values)
             vectors = model.embed(modality, items, batch_size=batch_size, progress=progress, **options)
             sources = [{"source": str(item)} if isinstance(item, (str, Path)) else {} for item in items]
-            index.add(vectors, metadata=sources, modality=modality)  # type: ignore[arg-type]
-        return index
+            new_ids += self.add(vectors, metadata=sources, modality=modality)
+        return new_ids
 
     def _as_matrix(self, vectors: Any, argument: str) -> torch.Tensor:
         """Validate and L2-normalize vectors -> a plain ``[N, D]`` float32 CPU tensor."""

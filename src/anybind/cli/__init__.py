@@ -17,7 +17,7 @@ from typing import Any
 
 from anybind.errors import AnybindError
 
-COMMANDS = ("info", "train", "convert_clap")
+COMMANDS = ("info", "train", "convert_clap", "embed", "index", "search", "classify")
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, model: bool = True) -> None:

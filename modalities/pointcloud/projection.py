@@ -147,7 +147,10 @@ def pointclip_depth(points: torch.Tensor, constants: PointCLIPViews, resolution:
     inverse_depth.scatter_reduce_(0, flat, (1 / safe_z).reshape(-1), reduce="sum")
     hits = torch.zeros(dump + 1, dtype=points.dtype, device=points.device)
     hits.scatter_reduce_(0, flat, torch.ones_like(safe_z).reshape(-1), reduce="sum")
-    depth = torch.where(hits > 0, hits / inverse_depth.clamp_min(torch.finfo(points.dtype).tiny), hits)
+    # Divide per point rather than per pixel (points are far fewer than pixels); every point of a
+    # pixel writes the same value, so the scatter's order does not matter.
+    depth = torch.zeros(dump + 1, dtype=points.dtype, device=points.device)
+    depth.scatter_(0, flat, hits[flat] / inverse_depth[flat])
     return depth[:dump].view(batch, views, resolution, resolution)
 
 

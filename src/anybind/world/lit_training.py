@@ -71,14 +71,19 @@ class LiTResult:
     seconds: float = 0.0  # training wall time (without caption embedding)
 
 
-def _pixels(images: np.ndarray | torch.Tensor, anchor: LiTAnchor) -> torch.Tensor:
+def _check_images(images: np.ndarray | torch.Tensor, argument: str) -> torch.Tensor:
+    """`images` as a uint8 ``[N, H, W, 3]`` tensor; raise `InputError` naming `argument` otherwise."""
+    array = torch.as_tensor(np.asarray(images))
+    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != torch.uint8:
+        raise InputError(f"`{argument}`: expected uint8 [N, H, W, 3], got {array.dtype} {tuple(array.shape)}")
+    return array
+
+
+def _pixels(images: torch.Tensor, anchor: LiTAnchor) -> torch.Tensor:
     """uint8 ``[N, H, W, 3]`` -> normalized float ``[N, 3, S, S]`` exactly as the image modality does."""
     from anybind.modalities.image import tensor_transform
 
-    array = torch.as_tensor(np.asarray(images))
-    if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != torch.uint8:
-        raise InputError(f"`images`: expected uint8 [N, H, W, 3], got {array.dtype} {tuple(array.shape)}")
-    pixels = array.permute(0, 3, 1, 2).float() / 255.0
+    pixels = images.permute(0, 3, 1, 2).float() / 255.0
     return torch.cat([tensor_transform(chunk, anchor.image_preprocess) for chunk in pixels.split(512)])
 
 
@@ -92,8 +97,8 @@ def embed_texts(anchor: LiTAnchor, texts: Sequence[str], batch_size: int = 256) 
     return torch.cat(chunks)
 
 
-def _caption_table(captions: Sequence[Sequence[str]], anchor: LiTAnchor) -> tuple[torch.Tensor, list[np.ndarray]]:
-    """Unique-caption vectors ``[U, D]`` and, per image, the indices of its captions into them."""
+def _caption_index(captions: Sequence[Sequence[str] | str]) -> tuple[list[str], list[np.ndarray]]:
+    """The unique captions and, per image, the indices of its captions into them (validated)."""
     unique: dict[str, int] = {}
     per_image = []
     for index, options in enumerate(captions):
@@ -102,7 +107,7 @@ def _caption_table(captions: Sequence[Sequence[str]], anchor: LiTAnchor) -> tupl
         if not options or not all(isinstance(t, str) and t.strip() for t in options):
             raise InputError(f"`captions[{index}]`: expected a non-empty string or list of strings, got {options!r}")
         per_image.append(np.array([unique.setdefault(t, len(unique)) for t in options]))
-    return embed_texts(anchor, list(unique)), per_image
+    return list(unique), per_image
 
 
 def _augment(pixels: torch.Tensor, config: LiTTrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -189,12 +194,19 @@ def train_lit(images: np.ndarray | torch.Tensor, captions: Sequence[Sequence[str
         raise InputError(f"`captions`: expected one entry per image ({len(images)}), got {len(captions)}")
     if len(images) < 2:
         raise InputError(f"`images`: contrastive training needs at least 2 images, got {len(images)}")
+    images = _check_images(images, "images")
+    unique_captions, caption_index = _caption_index(captions)
+    if val_images is not None:
+        val_images = _check_images(val_images, "val_images")
+        if val_captions is None or len(val_captions) != len(val_images):
+            raise InputError(f"`val_captions`: expected one entry per validation image ({len(val_images)}), "
+                             f"got {None if val_captions is None else len(val_captions)}")
     anchor = LiTAnchor(LiTAnchorConfig(tower=config.tower, text_model=config.text_model, seed=config.seed))
     tower = anchor.tower
     anchor.tower = torch.nn.Identity()  # the anchor only lends its text model; the tower trains alone
     tower.train().requires_grad_(True)
     pixels = _pixels(images, anchor)
-    caption_vectors, caption_index = _caption_table(captions, anchor)
+    caption_vectors = embed_texts(anchor, unique_captions)
     generator = torch.Generator().manual_seed(config.seed)
     batch = min(config.batch_size, len(pixels))
     steps_per_epoch = max(1, len(pixels) // batch)
@@ -242,7 +254,7 @@ def train_lit(images: np.ndarray | torch.Tensor, captions: Sequence[Sequence[str
                 epoch = step / steps_per_epoch
                 record: dict[str, Any] = {"epoch": round(epoch, 3), "step": step,
                                           "loss": float(np.mean(losses[-steps_per_epoch:])),
-                                          "logit_scale": float(log_scale.exp()),
+                                          "logit_scale": float(log_scale.detach().exp()),
                                           "seconds": round(time.perf_counter() - start, 2)}
                 if val is not None and config.eval_every_epochs and round(epoch) % config.eval_every_epochs == 0:
                     record.update(evaluate_lit(encode_images(tower, val[0]), val[1]))
@@ -250,7 +262,7 @@ def train_lit(images: np.ndarray | torch.Tensor, captions: Sequence[Sequence[str
     bar.close()
     result.seconds = time.perf_counter() - start
     tower.eval().requires_grad_(False)
-    result.logit_scale = float(log_scale.exp())
+    result.logit_scale = float(log_scale.detach().exp())
     if val is not None:
         result.metrics = evaluate_lit(encode_images(tower, val[0]), val[1], val_labels, class_vectors)
     return result

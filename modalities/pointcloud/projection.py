@@ -147,10 +147,9 @@ def pointclip_depth(points: torch.Tensor, constants: PointCLIPViews, resolution:
     inverse_depth.scatter_reduce_(0, flat, (1 / safe_z).reshape(-1), reduce="sum")
     hits = torch.zeros(dump + 1, dtype=points.dtype, device=points.device)
     hits.scatter_reduce_(0, flat, torch.ones_like(safe_z).reshape(-1), reduce="sum")
-    # Divide per point rather than per pixel (points are far fewer than pixels); every point of a
-    # pixel writes the same value, so the scatter's order does not matter.
-    depth = torch.zeros(dump + 1, dtype=points.dtype, device=points.device)
-    depth.scatter_(0, flat, hits[flat] / inverse_depth[flat])
+    # Divide per point rather than per pixel (points are far fewer than pixels), writing the result
+    # over the counts: every point of a pixel writes the same value, so scatter order does not matter.
+    depth = hits.scatter_(0, flat, hits[flat] / inverse_depth[flat])
     return depth[:dump].view(batch, views, resolution, resolution)
 
 

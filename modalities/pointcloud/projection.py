@@ -210,10 +210,11 @@ def _sliding_max(values: torch.Tensor, width: int, dim: int) -> torch.Tensor:
 
 def _separable_filter(values: torch.Tensor, taps: torch.Tensor, dim: int) -> torch.Tensor:
     """Correlate `values` with the 1-D `taps` along `dim` (no padding): length shrinks by len−1."""
-    length = values.shape[dim] - taps.numel() + 1
-    out = values.narrow(dim, 0, length) * taps[0]
-    for offset in range(1, taps.numel()):
-        out = out + values.narrow(dim, offset, length) * taps[offset]
+    weights = taps.tolist()
+    length = values.shape[dim] - len(weights) + 1
+    out = values.narrow(dim, 0, length) * weights[0]
+    for offset in range(1, len(weights)):
+        out.add_(values.narrow(dim, offset, length), alpha=weights[offset])
     return out
 
 

@@ -21,7 +21,7 @@ def test_train_command_binds_from_a_recipe_and_resumes(toy, toy_data, tiny_ancho
     path.write_text(yaml.safe_dump(recipe))
     assert main(["train", str(path), "--stop-after", "2", "--no-progress"]) == 0
     captured = capsys.readouterr()
-    assert "resume with: anybind train" in captured.out and "skipped rows: 1" in captured.out
+    assert "stopped at step 2; resume with the same command plus --resume" in captured.out and "skipped rows: 1" in captured.out
     assert re.search(r"skipped .*line 130: `input` file '.*missing\.npy' does not exist", caplog.text)
     assert main(["train", str(path), "--resume", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

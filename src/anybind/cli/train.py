@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if args.no_progress or args.json:
         config = dataclasses.replace(config, log=dataclasses.replace(config.log, progress=False))
     result = bind(config, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after)
+    if result.rank != 0:  # under torchrun only rank 0 reports
+        return 0
     if args.json:
         print_json(result.to_dict())
         return 0
@@ -72,5 +74,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name}: {value:.4f}")
     if result.skipped_rows:
         print(f"skipped rows: {result.skipped_rows}")
-    print(f"bundle: {result.bundle_dir}" if result.bundle_dir else f"stopped; resume with: anybind train {args.config} --resume")
+    print(f"bundle: {result.bundle_dir}" if result.bundle_dir else
+          f"stopped at step {result.step}; resume with the same command plus --resume")
     return 0

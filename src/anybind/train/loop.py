@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Mapping
@@ -39,14 +38,16 @@ from anybind.config import to_dict
 from anybind.errors import ConfigError, InputError
 from anybind.model import BoundModel, ModalityConfig, _to_device, build_modality, default_device, resolve_spec
 from anybind.model import load as load_model
-from anybind.modality import Encoder
-from anybind.train.anchor_cache import AnchorVectorCache, cached_anchor_vectors, embed_partners, partner_key
+from anybind.modality import Encoder, Modality
+from anybind.train.anchor_cache import AnchorVectorCache, cached_anchor_vectors, embed_partners
 from anybind.train.bundle import base_modality_entries, portable_anchor_spec, write_bundle
 from anybind.train.checkpoints import CheckpointManager, capture_rng_state, restore_rng_state
 from anybind.train.config import BindConfig, bind_config_to_dict, load_bind_config, math_differences
+from anybind.train.distributed import barrier, gather_objects, join_process_group, local_device, mean_over_ranks, world
 from anybind.train.evaluation import paired_recall
-from anybind.train.losses import ContrastiveLoss, world
+from anybind.train.losses import ContrastiveLoss
 from anybind.train.manifest import Pair, read_pairs, split_pairs
+from anybind.train.optim import adamw_param_groups, cosine_with_warmup
 from anybind.train.run_dir import MetricsLog, check_run_folder, start_run_folder
 
 LOG = logging.getLogger("anybind.train")
@@ -71,6 +72,7 @@ class BindResult:
     val_rows: int = 0
     skipped_rows: int = 0
     steps_per_second: float = 0.0  # optimizer steps per second of training work in this call
+    rank: int = 0  # this process's DDP rank (only rank 0 writes files and evaluates)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -101,26 +103,11 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def cosine_with_warmup(warmup_steps: int, total_steps: int, min_ratio: float) -> Any:
-    """LR multiplier of step s: linear warmup to 1 over `warmup_steps`, then cosine to `min_ratio`."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def adamw_param_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on >= 2-D weights; none on biases, norms and scalars (as in CLIP)."""
-    decay = [p for _, p in named if p.ndim >= 2]
-    no_decay = [p for _, p in named if p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def batch_rows(micro_step: int, rows: int, batch_size: int, seed: int) -> torch.Tensor:
-    """Row indices of global micro-batch `micro_step`: a seeded shuffle per epoch, last partial batch dropped."""
+    """Row indices of global micro-batch `micro_step`: a seeded shuffle per epoch, last partial batch dropped.
+
+    A pure function of its arguments: the data position of a run is just its step count.
+    """
     per_epoch = rows // batch_size
     epoch, index = divmod(micro_step, per_epoch)
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -135,28 +122,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _setup_distributed(device: torch.device) -> bool:
-    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); True if we created it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
-        return False
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return True
+def select_trainable(encoder: Encoder, params: str) -> list[nn.Parameter]:
+    """Freeze what `params` (``all`` / ``head``) excludes and return the parameters to train.
+
+    ``all`` keeps an encoder's own frozen parts frozen (e.g. a pretrained backbone it froze).
+    """
+    chosen = encoder.head_parameters() if params == "head" else [p for p in encoder.parameters() if p.requires_grad]
+    keep = {id(p) for p in chosen}
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(id(parameter) in keep)
+    if not chosen:
+        raise ConfigError(f"`train.params`: encoder {type(encoder).__name__} has no "
+                          f"{'head ' if params == 'head' else 'trainable '}parameters")
+    return chosen
 
 
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def _mean_over_ranks(value: torch.Tensor) -> float:
-    if dist.is_available() and dist.is_initialized():
-        value = value.detach().clone()
-        dist.all_reduce(value)
-        value /= dist.get_world_size()
-    return float(value)
-
-
-def _train_mode(encoder: Encoder, head_only: bool) -> None:
+def set_train_mode(encoder: Encoder, head_only: bool) -> None:
     """Train mode; with head-only training the frozen backbone stays in eval mode (norm stats fixed)."""
     encoder.train(not head_only)
     head = getattr(encoder, "head", None)
@@ -164,7 +145,8 @@ def _train_mode(encoder: Encoder, head_only: bool) -> None:
         head.train()
 
 
-def _read_data(config: BindConfig, load_inputs: Any) -> tuple[list[Pair], list[Pair], int]:
+def read_data(config: BindConfig, load_inputs: Any) -> tuple[list[Pair], list[Pair], int]:
+    """(train pairs, validation pairs, number of skipped rows) from the recipe's manifest(s)."""
     data = config.data
     options = {"input_column": data.input_column, "skip_bad_rows": data.skip_bad_rows, "load_inputs": load_inputs}
     main = read_pairs(data.manifest, **options)
@@ -185,7 +167,7 @@ def _read_data(config: BindConfig, load_inputs: Any) -> tuple[list[Pair], list[P
 
 
 @torch.no_grad()
-def evaluate(encoder: Encoder, modality: Any, pairs: list[Pair], anchor_vectors: torch.Tensor,
+def evaluate(encoder: Encoder, modality: Modality, pairs: list[Pair], anchor_vectors: torch.Tensor,
              config: BindConfig, device: torch.device) -> dict[str, float]:
     """Validation R@1/R@5 both ways (``val_`` prefixed) of `encoder` on `pairs`."""
     was_training = encoder.training
@@ -207,216 +189,255 @@ def bind(config: str | Path | Mapping[str, Any] | BindConfig, *, resume: bool = 
     """Bind a modality to the frozen anchor of `config.model` as the recipe `config` says.
 
     `config` is a recipe file, a mapping or a `BindConfig`. `resume` continues the run in
-    `output_dir` from its newest checkpoint; `overwrite` replaces a run there; `stop_after`
-    stops (with a checkpoint, no bundle) after that many optimizer steps in this call.
-    `base_model` reuses an already loaded ``anybind.load(config.model)`` (on CPU or the
-    training device). Returns a `BindResult`; the bundle is ``<output_dir>/bundle``.
+    `output_dir` from its newest checkpoint (a new or empty folder starts fresh); `overwrite`
+    replaces a run there; `stop_after` stops (with a checkpoint, no bundle) after that many
+    optimizer steps in this call. `base_model` reuses an already loaded
+    ``anybind.load(config.model)``. Returns a `BindResult`; the bundle is ``<output_dir>/bundle``.
     """
     config = load_bind_config(config)
     if stop_after is not None and stop_after < 1:
         raise InputError(f"`stop_after`: expected a positive number of steps, got {stop_after}")
-    train_cfg = config.train
-    device = torch.device(train_cfg.device) if train_cfg.device else default_device()
-    created_group = _setup_distributed(device)
-    rank, world_size = world()
-    if device.type == "cuda" and world_size > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device = torch.device(config.train.device) if config.train.device else default_device()
+    created_group = join_process_group(device)
     try:
-        return _bind(config, device, rank, world_size, resume, overwrite, stop_after, base_model)
+        run = BindingRun(config, local_device(device), base_model)
+        run.open(resume=resume, overwrite=overwrite)
+        return run.train(stop_after)
     finally:
         if created_group:
             dist.destroy_process_group()
 
 
-def _bind(config: BindConfig, device: torch.device, rank: int, world_size: int, resume: bool, overwrite: bool,
-          stop_after: int | None, base_model: BoundModel | None) -> BindResult:
-    train_cfg = config.train
-    if train_cfg.num_threads:
-        torch.set_num_threads(train_cfg.num_threads)
-    if train_cfg.batch_size % world_size:
-        raise ConfigError(f"`train.batch_size` {train_cfg.batch_size} must be divisible by the {world_size} ranks")
-    seed_everything(config.seed + rank)
+class BindingRun:
+    """The state of one `bind` call: model, data, optimizer, and the training loop over them."""
 
-    base_config, base_dir = resolve_spec(config.model)
-    model = base_model if base_model is not None else load_model(config.model, device=device)
-    model.to(device)
-    anchor = model.anchor
-    identity = anchor.identity.to_dict()
-    entry = ModalityConfig(encoder=config.encoder, encoder_args=dict(config.encoder_args),
-                           preprocess=config.preprocess, weights=config.init_weights, templates=config.templates,
-                           seed=config.seed)
-    bound = build_modality(config.modality, entry, anchor, None)
-    encoder, modality = bound.encoder.to(device), bound.modality
+    def __init__(self, config: BindConfig, device: torch.device, base_model: BoundModel | None) -> None:
+        self.config, self.device = config, device
+        self.rank, self.world_size = world()
+        train = config.train
+        if train.num_threads:
+            torch.set_num_threads(train.num_threads)
+        if train.batch_size % self.world_size:
+            raise ConfigError(f"`train.batch_size` {train.batch_size} must be divisible by the "
+                              f"{self.world_size} ranks")
+        seed_everything(config.seed + self.rank)
+        self.base_config, self.base_dir = resolve_spec(config.model)
+        self.model = base_model if base_model is not None else load_model(config.model, device=device)
+        self.model.to(device)
+        self.identity = self.model.anchor.identity.to_dict()
+        entry = ModalityConfig(encoder=config.encoder, encoder_args=dict(config.encoder_args),
+                               preprocess=config.preprocess, weights=config.init_weights,
+                               templates=config.templates, seed=config.seed)
+        bound = build_modality(config.modality, entry, self.model.anchor, None)
+        self.encoder, self.modality = bound.encoder.to(device), bound.modality
+        self.output_dir = Path(config.output_dir).expanduser()
+        self.step = 0
 
-    output_dir = Path(config.output_dir).expanduser()
-    config_dict = bind_config_to_dict(config)
-    resumed = check_run_folder(output_dir, kind=RUN_KIND, config=config_dict, anchor=identity, resume=resume,
-                               overwrite=overwrite, differences=math_differences)
-    _barrier()
-    if rank == 0:
-        start_run_folder(output_dir, kind=RUN_KIND, config=config_dict, anchor=identity, resumed=resumed)
-    _barrier()
+    # -- setup -----------------------------------------------------------------------------
+    def open(self, *, resume: bool, overwrite: bool) -> None:
+        """Claim the run folder, read the data, cache anchor vectors, build the optimizer, restore."""
+        config_dict = bind_config_to_dict(self.config)
+        resumed = check_run_folder(self.output_dir, kind=RUN_KIND, config=config_dict, anchor=self.identity,
+                                   resume=resume, overwrite=overwrite, differences=math_differences)
+        barrier()
+        if self.rank == 0:
+            start_run_folder(self.output_dir, kind=RUN_KIND, config=config_dict, anchor=self.identity,
+                             resumed=resumed)
+        barrier()
+        self.train_pairs, self.val_pairs, self.skipped = read_data(self.config, self.load_inputs)
+        self.partners = [(p.partner_kind, p.partner) for p in self.train_pairs + self.val_pairs]
+        vectors = self.anchor_vectors_of_all_partners()
+        self.train_vectors, self.val_vectors = vectors[:len(self.train_pairs)], vectors[len(self.train_pairs):]
+        self.build_optimizer()
+        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", self.config.checkpoint.keep_last)
+        if resumed:
+            self.restore()
 
-    def load_inputs(paths: list[Path]) -> Any:
-        return modality.load(paths, **config.data.load_options)
+    def load_inputs(self, paths: list[Path]) -> Any:
+        """Modality inputs -> one batch (CPU), with the recipe's load options."""
+        return self.modality.load(paths, **self.config.data.load_options)
 
-    train_pairs, val_pairs, skipped = _read_data(config, load_inputs)
-    all_pairs = train_pairs + val_pairs
-    kinds, values = [p.partner_kind for p in all_pairs], [p.partner for p in all_pairs]
-    if config.data.cache_anchor:
-        cache = AnchorVectorCache.for_anchor(anchor.identity, config.data.anchor_cache_dir)
-        if rank == 0:
-            all_vectors = cached_anchor_vectors(model, cache, kinds, values, verify=config.data.verify_cached,
-                                                progress=config.log.progress)
-        _barrier()
-        if rank != 0:
-            cache = AnchorVectorCache.for_anchor(anchor.identity, config.data.anchor_cache_dir)
-            all_vectors = cached_anchor_vectors(model, cache, kinds, values, verify=0)
-    else:
-        all_vectors = embed_partners(model, kinds, values)
-    train_vectors, val_vectors = all_vectors[:len(train_pairs)], all_vectors[len(train_pairs):]
+    def anchor_vectors_of_all_partners(self) -> torch.Tensor:
+        """``[N, D]`` anchor vectors of every partner (train then val), from the on-disk cache.
 
-    batch_size, accum = train_cfg.batch_size, train_cfg.grad_accum_steps
-    per_epoch = len(train_pairs) // batch_size
-    if per_epoch < 1:
-        raise ConfigError(f"`train.batch_size` {batch_size} exceeds the {len(train_pairs)} training rows")
-    total_steps = train_cfg.steps if train_cfg.steps is not None else max(
-        1, math.ceil(train_cfg.epochs * per_epoch / accum))  # type: ignore[operator]
+        Rank 0 fills the cache; the other ranks read it after a barrier.
+        """
+        kinds, values = [k for k, _ in self.partners], [v for _, v in self.partners]
+        data = self.config.data
+        if not data.cache_anchor:
+            return embed_partners(self.model, kinds, values)
+        anchor = self.model.anchor
+        vectors = None
+        if self.rank == 0:
+            cache = AnchorVectorCache.for_anchor(anchor.identity, data.anchor_cache_dir)
+            vectors = cached_anchor_vectors(self.model, cache, kinds, values, verify=data.verify_cached,
+                                            progress=self.config.log.progress)
+        barrier()
+        if vectors is None:
+            cache = AnchorVectorCache.for_anchor(anchor.identity, data.anchor_cache_dir)
+            vectors = cached_anchor_vectors(self.model, cache, kinds, values, verify=0)
+        return vectors
 
-    head_only = train_cfg.params == "head"
-    trainable = {id(p) for p in (encoder.head_parameters() if head_only else encoder.parameters())}
-    if not trainable:
-        raise ConfigError(f"`train.params`: encoder {type(encoder).__name__} has no "
-                          f"{'head ' if head_only else ''}parameters to train")
-    for parameter in encoder.parameters():
-        parameter.requires_grad_(id(parameter) in trainable)
-    loss_module = ContrastiveLoss(config.loss, rank=rank, world_size=world_size).to(device)
-    objective: nn.Module = BindingObjective(encoder, loss_module, train_cfg.precision)
-    named = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(adamw_param_groups(named, train_cfg.weight_decay), lr=train_cfg.lr,
-                                  betas=train_cfg.betas, eps=train_cfg.eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(train_cfg.warmup_steps, total_steps, train_cfg.min_lr_ratio))
-    if world_size > 1:
-        objective = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None)
+    def build_optimizer(self) -> None:
+        """Loss module, AdamW, cosine schedule and (under DDP) the wrapped objective."""
+        train = self.config.train
+        self.batches_per_epoch = len(self.train_pairs) // train.batch_size
+        if self.batches_per_epoch < 1:
+            raise ConfigError(f"`train.batch_size` {train.batch_size} exceeds the {len(self.train_pairs)} "
+                              "training rows")
+        self.total_steps = train.steps if train.steps is not None else max(
+            1, math.ceil(train.epochs * self.batches_per_epoch / train.grad_accum_steps))  # type: ignore[operator]
+        select_trainable(self.encoder, train.params)
+        self.loss = ContrastiveLoss(self.config.loss, rank=self.rank, world_size=self.world_size).to(self.device)
+        objective = BindingObjective(self.encoder, self.loss, train.precision)
+        named = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
+        self.trainable = [p for _, p in named]
+        self.optimizer = torch.optim.AdamW(adamw_param_groups(named, train.weight_decay), lr=train.lr,
+                                           betas=train.betas, eps=train.eps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, cosine_with_warmup(train.warmup_steps, self.total_steps, train.min_lr_ratio))
+        self.objective: nn.Module = objective
+        if self.world_size > 1:
+            self.objective = nn.parallel.DistributedDataParallel(
+                objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    checkpoints = CheckpointManager(output_dir / "checkpoints", config.checkpoint.keep_last)
-    step = 0
-    if resumed:
-        state = checkpoints.load_latest()
-        if state is not None:
-            encoder.load_state_dict(state["encoder"])
-            loss_module.load_state_dict(state["loss"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            rng_states = state["rng"]
-            restore_rng_state(rng_states[rank] if rank < len(rng_states) else rng_states[0])
-            step = int(state["step"])
-    log = MetricsLog(output_dir, METRIC_COLUMNS, step, config.log.tensorboard) if rank == 0 else None
+    def state(self, rng: list[Any]) -> dict[str, Any]:
+        """Everything a resume needs (`rng`: every rank's RNG state)."""
+        return {"step": self.step, "encoder": self.encoder.state_dict(), "loss": self.loss.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": rng, "anchor": self.identity}
 
-    def save_checkpoint() -> None:
-        rng = [capture_rng_state()]
-        if world_size > 1:
-            rng = [None] * world_size  # type: ignore[list-item]
-            dist.all_gather_object(rng, capture_rng_state())
-        if rank == 0:
-            checkpoints.save(step, {"step": step, "encoder": encoder.state_dict(), "loss": loss_module.state_dict(),
-                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                    "rng": rng, "anchor": identity})
+    def restore(self) -> None:
+        """Load the newest checkpoint (if any): weights, optimizer, schedule, RNG, step."""
+        state = self.checkpoints.load_latest()
+        if state is None:
+            return
+        self.encoder.load_state_dict(state["encoder"])
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        rng = state["rng"]
+        restore_rng_state(rng[self.rank] if self.rank < len(rng) else rng[0])
+        self.step = int(state["step"])
 
-    def validate() -> dict[str, float]:
+    def save_checkpoint(self) -> None:
+        """Gather every rank's RNG state; rank 0 writes the checkpoint."""
+        rng = gather_objects(capture_rng_state())
+        if self.rank == 0:
+            self.checkpoints.save(self.step, self.state(rng))
+
+    # -- training --------------------------------------------------------------------------
+    def micro_batch(self, micro_step: int) -> tuple[Any, torch.Tensor]:
+        """This rank's slice of global micro-batch `micro_step`: (modality batch, ``[b, D]`` anchor vectors)."""
+        train = self.config.train
+        per_rank = train.batch_size // self.world_size
+        rows = batch_rows(micro_step, len(self.train_pairs), train.batch_size, self.config.seed)
+        rows = rows[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()
+        batch = _to_device(self.load_inputs([self.train_pairs[i].input for i in rows]), self.device)
+        if self.config.data.cache_anchor:
+            return batch, self.train_vectors[rows].to(self.device)
+        kinds, values = zip(*(self.partners[i] for i in rows))
+        return batch, embed_partners(self.model, list(kinds), list(values)).to(self.device)
+
+    def train_step(self) -> float:
+        """One optimizer step over `grad_accum_steps` micro-batches; returns the loss averaged over ranks."""
+        accum = self.config.train.grad_accum_steps
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for micro in range(accum):
+            batch, anchor_vectors = self.micro_batch(self.step * accum + micro)
+            sync = micro == accum - 1 or self.world_size == 1
+            with contextlib.nullcontext() if sync else self.objective.no_sync():  # type: ignore[operator]
+                loss = self.objective(batch, anchor_vectors) / accum
+                loss.backward()
+            total += loss.detach()
+        if self.config.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.loss.clamp_()
+        self.step += 1
+        return mean_over_ranks(total)
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics (rank 0 computes them; other ranks get {})."""
         metrics: dict[str, float] = {}
-        if rank == 0 and val_pairs:
-            metrics = evaluate(encoder, modality, val_pairs, val_vectors, config, device)
-        _barrier()
+        if self.rank == 0 and self.val_pairs:
+            metrics = evaluate(self.encoder, self.modality, self.val_pairs, self.val_vectors, self.config, self.device)
+        barrier()
         return metrics
 
-    per_rank = batch_size // world_size
-    last_step = total_steps if stop_after is None else min(total_steps, step + stop_after)
-    window: list[float] = []
-    train_loss, metrics, work_seconds, steps_done = float("nan"), {}, 0.0, 0
-    _train_mode(encoder, head_only)
-    bar = tqdm(total=total_steps, initial=step, desc=f"bind {config.modality}", unit="step",
-               disable=not config.log.progress or rank != 0)
-    while step < last_step:
-        started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = torch.zeros((), device=device)
-        for micro in range(accum):
-            rows = batch_rows(step * accum + micro, len(train_pairs), batch_size, config.seed)
-            rows = rows[rank * per_rank:(rank + 1) * per_rank].tolist()
-            batch = _to_device(modality.load([train_pairs[i].input for i in rows], **config.data.load_options), device)
-            if config.data.cache_anchor:
-                anchor_vectors = train_vectors[rows].to(device)
-            else:
-                anchor_vectors = embed_partners(model, [kinds[i] for i in rows], [values[i] for i in rows]).to(device)
-            sync = micro == accum - 1 or world_size == 1
-            with contextlib.nullcontext() if sync else objective.no_sync():  # type: ignore[operator]
-                loss = objective(batch, anchor_vectors) / accum
-                loss.backward()
-            step_loss += loss.detach()
-        if train_cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_([p for _, p in named], train_cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        loss_module.clamp_()
-        step += 1
-        steps_done += 1
-        window.append(_mean_over_ranks(step_loss))
-        work_seconds += time.perf_counter() - started
-        bar.update(1)
-        evaluate_now = step == total_steps or (config.eval.every_steps and step % config.eval.every_steps == 0)
-        if evaluate_now:
-            metrics = validate()
-        if log is not None and (step % config.log.every_steps == 0 or evaluate_now or step == last_step):
+    def train(self, stop_after: int | None) -> BindResult:
+        """Run steps until the end (or `stop_after` steps), logging, evaluating and checkpointing."""
+        config = self.config
+        last_step = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
+        log = MetricsLog(self.output_dir, METRIC_COLUMNS, self.step, config.log.tensorboard) if self.rank == 0 else None
+        window: list[float] = []
+        train_loss, metrics, seconds, steps_done = float("nan"), {}, 0.0, 0
+        set_train_mode(self.encoder, config.train.params == "head")
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"bind {config.modality}", unit="step",
+                   disable=not config.log.progress or self.rank != 0)
+        while self.step < last_step:
+            started = time.perf_counter()
+            window.append(self.train_step())
+            seconds += time.perf_counter() - started
+            steps_done += 1
+            bar.update(1)
+            step = self.step
+            evaluate_now = step == self.total_steps or bool(config.eval.every_steps and step % config.eval.every_steps == 0)
+            if evaluate_now:
+                metrics = self.validate()
+            if log is not None and (step % config.log.every_steps == 0 or evaluate_now or step == last_step):
+                train_loss = sum(window) / len(window)
+                log.write(step, self.metrics_row(train_loss, metrics if evaluate_now else {}))
+                bar.set_postfix(loss=f"{train_loss:.4f}", scale=f"{self.loss.logit_scale:.1f}")
+                window = []
+            if step == last_step or (config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0):
+                self.save_checkpoint()
+        bar.close()
+        if window:
             train_loss = sum(window) / len(window)
-            row = {"epoch": step * accum / per_epoch, "lr": scheduler.get_last_lr()[0], "train_loss": train_loss,
-                   "logit_scale": loss_module.logit_scale, "temperature": 1 / loss_module.logit_scale}
-            row.update({k: v for k, v in metrics.items() if evaluate_now and not k.startswith("val_chance")})
-            log.write(step, row)
-            bar.set_postfix(loss=f"{train_loss:.4f}", scale=f"{loss_module.logit_scale:.1f}")
-            window = []
-        if step == last_step or (config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0):
-            save_checkpoint()
-    bar.close()
-    if steps_done == 0 and step == total_steps:  # resumed a finished run: re-evaluate for the bundle
-        metrics = validate()
-    if window:
-        train_loss = sum(window) / len(window)
-    if log is not None:
-        log.close()
+        if log is not None:
+            log.close()
+        if steps_done == 0 and self.step == self.total_steps:  # resumed a finished run: re-evaluate for the bundle
+            metrics = self.validate()
+        bundle_dir = self.write_bundle(metrics) if self.step == self.total_steps and self.rank == 0 else None
+        barrier()
+        return BindResult(output_dir=self.output_dir, bundle_dir=bundle_dir, step=self.step,
+                          total_steps=self.total_steps, train_loss=train_loss, logit_scale=self.loss.logit_scale,
+                          metrics=metrics, train_rows=len(self.train_pairs), val_rows=len(self.val_pairs),
+                          skipped_rows=self.skipped, steps_per_second=steps_done / seconds if seconds else 0.0,
+                          rank=self.rank)
 
-    bundle_dir = None
-    if step == total_steps and rank == 0:
-        bundle_dir = _write_result_bundle(config, base_config, base_dir, encoder, modality,
-                                          loss_module.logit_scale, identity, metrics, step,
-                                          (len(train_pairs), len(val_pairs), skipped))
-    _barrier()
-    return BindResult(output_dir=output_dir, bundle_dir=bundle_dir if rank == 0 else None, step=step,
-                      total_steps=total_steps, train_loss=train_loss, logit_scale=loss_module.logit_scale,
-                      metrics=metrics, train_rows=len(train_pairs), val_rows=len(val_pairs), skipped_rows=skipped,
-                      steps_per_second=steps_done / work_seconds if work_seconds else 0.0)
+    def metrics_row(self, train_loss: float, metrics: Mapping[str, float]) -> dict[str, float]:
+        """One `metrics.csv` row for the current step."""
+        scale = self.loss.logit_scale
+        row = {"epoch": self.step * self.config.train.grad_accum_steps / self.batches_per_epoch,
+               "lr": self.scheduler.get_last_lr()[0], "train_loss": train_loss, "logit_scale": scale,
+               "temperature": 1 / scale}
+        row.update({k: v for k, v in metrics.items() if not k.startswith("val_chance")})
+        return row
 
-
-def _write_result_bundle(config: BindConfig, base_config: Any, base_dir: Path | None,
-                         encoder: Encoder, modality: Any, logit_scale: float, identity: Mapping[str, Any],
-                         metrics: Mapping[str, float], step: int, rows: tuple[int, int, int]) -> Path:
-    entries: dict[str, Any] = {name: (entry, None) for name, entry in base_modality_entries(base_config, base_dir).items()}
-    preprocess = modality.preprocess
-    entries[config.modality] = ({
-        "encoder": type(encoder).encoder_name,
-        "encoder_args": to_dict(encoder.config),
-        "preprocess": to_dict(preprocess) if preprocess is not None else None,
-        "logit_scale": logit_scale,
-        "templates": config.templates,
-        "seed": config.seed,
-    }, {k: v.float() if v.is_floating_point() else v for k, v in encoder.state_dict().items()})
-    base_name = base_config.name or Path(config.model).name
-    info = {"trainer": "anybind train", "modality": config.modality, "anchor_identity": dict(identity),
-            "base_model": config.model, "steps": step, "metrics": dict(metrics),
-            "data": {"train_rows": rows[0], "val_rows": rows[1], "skipped_rows": rows[2]},
-            "recipe": bind_config_to_dict(config)}
-    return write_bundle(Path(config.output_dir).expanduser() / BUNDLE_FOLDER,
-                        anchor_spec=portable_anchor_spec(base_config.anchor, base_dir), modalities=entries,
-                        name=config.name or f"{base_name}+{config.modality}", info=info)
+    def write_bundle(self, metrics: Mapping[str, float]) -> Path:
+        """Write ``<output_dir>/bundle``: the base model's anchor and modalities plus the trained one."""
+        config = self.config
+        entries: dict[str, Any] = {name: (entry, None) for name, entry in
+                                   base_modality_entries(self.base_config, self.base_dir).items()}
+        preprocess = self.modality.preprocess
+        entries[config.modality] = ({
+            "encoder": type(self.encoder).encoder_name,
+            "encoder_args": to_dict(self.encoder.config),
+            "preprocess": to_dict(preprocess) if preprocess is not None else None,
+            "logit_scale": self.loss.logit_scale,
+            "templates": config.templates,
+            "seed": config.seed,
+        }, {k: v.float() if v.is_floating_point() else v for k, v in self.encoder.state_dict().items()})
+        base_name = self.base_config.name or Path(config.model).name
+        info = {"trainer": "anybind train", "modality": config.modality, "anchor_identity": dict(self.identity),
+                "base_model": config.model, "steps": self.step, "metrics": dict(metrics),
+                "data": {"train_rows": len(self.train_pairs), "val_rows": len(self.val_pairs),
+                         "skipped_rows": self.skipped},
+                "recipe": bind_config_to_dict(config)}
+        return write_bundle(self.output_dir / BUNDLE_FOLDER,
+                            anchor_spec=portable_anchor_spec(self.base_config.anchor, self.base_dir),
+                            modalities=entries, name=config.name or f"{base_name}+{config.modality}", info=info)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from anybind.errors import InputError
@@ -62,9 +61,3 @@ class ContrastiveLoss(nn.Module):
         """Clamp the logit scale to ``[1, max_logit_scale]`` (call after each optimizer step)."""
         self.log_logit_scale.clamp_(0.0, math.log(self.config.max_logit_scale))
 
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the default process group, or (0, 1) outside DDP."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1

@@ -66,10 +66,11 @@ def test_siglip_loss_option_also_binds(toy, toy_data, base_model, tiny_anchor_fi
 
 def test_bf16_accumulation_and_head_only_training(toy, toy_data, base_model, tiny_anchor_file, tmp_path: Path) -> None:
     config = toy.recipe(tmp_path, toy_data, model=str(tiny_anchor_file),
-                        train={"steps": 3, "precision": "bf16", "grad_accum_steps": 2, "params": "head",
-                               "batch_size": 16})
+                        train={"steps": None, "epochs": 0.6, "precision": "bf16", "grad_accum_steps": 2,
+                               "params": "head", "batch_size": 16})
     result = bind(config, base_model=base_model)
-    assert result.step == 3 and torch.isfinite(torch.tensor(result.train_loss))
+    assert result.step == result.total_steps == 2  # ceil(0.6 epochs * 5 batches / 2 micro-steps)
+    assert torch.isfinite(torch.tensor(result.train_loss))
     trained = anybind.load(result.bundle_dir, device="cpu").encoder("toyvec").state_dict()
     from anybind.model import ModalityConfig, build_modality
 
@@ -85,3 +86,15 @@ def test_recomputing_the_anchor_each_step_gives_the_same_training(toy, toy_data,
     fresh = bind(toy.recipe(tmp_path / "b", toy_data, data={"cache_anchor": False, "manifest": str(toy_data),
                                                              "val_fraction": 0.25}, **common), base_model=base_model)
     assert fresh.train_loss == pytest.approx(cached.train_loss, abs=1e-5)
+
+
+def test_binding_onto_a_bundle_keeps_its_modalities(toy, toy_data, base_model, tiny_anchor_file, tmp_path: Path) -> None:
+    first = bind(toy.recipe(tmp_path / "first", toy_data, model=str(tiny_anchor_file), train={"steps": 2}),
+                 base_model=base_model)
+    second = bind(toy.recipe(tmp_path / "second", toy_data, modality="toyvec-b", model=str(first.bundle_dir),
+                             train={"steps": 2}))
+    (first.bundle_dir / "weights" / "toyvec.safetensors").unlink()  # the new bundle holds its own copy
+    both = anybind.load(second.bundle_dir, device="cpu")
+    assert {"toyvec", "toyvec-b"} <= set(both.modalities)
+    inputs = sorted(str(p) for p in (toy_data.parent / "inputs").glob("*.npy"))[:2]
+    assert both.embed("toyvec", inputs).shape == both.embed("toyvec-b", inputs).shape == (2, base_model.dim)

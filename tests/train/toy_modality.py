@@ -157,3 +157,15 @@ def recipe(folder: Path, manifest: Path, **overrides: Any) -> dict[str, Any]:
         else:
             config[key] = value
     return config
+
+
+@anybind.register_modality(f"{NAME}-b")
+class ToyVectorsB(ToyVectors):
+    """A second toy modality (same loader), to bind one modality onto a bundle holding another."""
+
+    default_encoder = "mlp"
+
+
+@anybind.register_encoder(f"{NAME}-b", "mlp")
+class ToyMLPB(ToyMLP):
+    """The toy encoder, registered for the second toy modality."""

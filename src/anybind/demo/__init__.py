@@ -1,0 +1,6 @@
+"""The offline default bundle and ``anybind demo``: a procedural world, a LiT anchor trained on
+it, audio / point clouds / depth bound to its images, and a report of what emerges."""
+
+from anybind.demo.bundle import DemoRecipe as DemoRecipe
+from anybind.demo.bundle import build_default_bundle as build_default_bundle
+from anybind.demo.evaluate import evaluate_bundle as evaluate_bundle

@@ -1,0 +1,183 @@
+"""Build the default bundle: world -> LiT anchor -> audio, point clouds and depth bound to images.
+
+Everything is cached under ``$ANYBIND_HOME/bundles/<recipe>-<hash of the recipe>/``: the world
+files, the anchor, each binding run, and the final ``bundle/`` that `anybind.load` reads. The
+final folder is swapped in atomically, so a reader never sees a half-built bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anybind.config import load_named, to_dict
+from anybind.errors import InputError
+
+BUNDLE_FOLDER = "bundle"
+BOUND_MODALITIES = ("audio", "pointcloud", "depth")
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """``configs/demo/<name>.yaml``: sizes and schedules of everything the default bundle trains."""
+
+    world: dict  # generate_world arguments: n_objects, seed
+    lit: dict  # LiTTrainConfig fields for the anchor's image tower
+    bind: dict  # modality -> {encoder, encoder_args, preprocess, train: TrainConfig fields}
+    eval: dict = field(default_factory=dict)  # template-set names: shape_templates, material_templates
+    version: int = 1
+
+
+def anybind_home() -> Path:
+    """anybind's cache folder: ``$ANYBIND_HOME``, default ``~/.cache/anybind``."""
+    from anybind.train.anchor_cache import anybind_home as home
+
+    return home()
+
+
+def recipe_key(recipe: DemoRecipe, anchor: dict[str, Any] | None) -> str:
+    """A short hash naming a build: the recipe, the anchor choice and the anybind version."""
+    import anybind
+
+    text = json.dumps({"recipe": to_dict(recipe), "anchor": anchor, "anybind": anybind.__version__}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _log(message: str, progress: bool) -> None:
+    if progress:
+        print(f"[anybind default bundle] {message}", flush=True)
+
+
+def build_default_bundle(rebuild: bool = False, recipe: str = "default", anchor: dict[str, Any] | None = None,
+                         home: str | Path | None = None, progress: bool = True) -> Path:
+    """Build (or find in the cache) the default bundle of `recipe` and return its folder.
+
+    `anchor` replaces the LiT anchor by another anchor spec (e.g. ``{"kind": "openclip",
+    "model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}``): the modalities are then bound to
+    that anchor instead. `rebuild` trains everything again. Timings land in ``bundle.json``'s ``info``.
+    """
+    recipe_config = load_named(DemoRecipe, "demo", recipe, "demo recipe")
+    for modality in recipe_config.bind:
+        if modality not in BOUND_MODALITIES:
+            raise InputError(f"demo recipe {recipe!r}: `bind.{modality}`: expected one of {', '.join(BOUND_MODALITIES)}")
+    root = Path(home).expanduser() if home else anybind_home() / "bundles"
+    root = root / f"{recipe}-{recipe_key(recipe_config, anchor)}"
+    final = root / BUNDLE_FOLDER
+    if (final / "bundle.json").is_file() and not rebuild:
+        return final
+    work = root / "work"
+    if rebuild:
+        shutil.rmtree(work, ignore_errors=True)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    world_dir = work / "world"
+    world_info = _build_world(recipe_config, world_dir, progress)
+    timings["world_seconds"] = round(time.perf_counter() - start, 1)
+
+    mark = time.perf_counter()
+    anchor_dir, anchor_metrics = _build_anchor(recipe_config, anchor, world_dir, work / "anchor", progress)
+    timings["anchor_seconds"] = round(time.perf_counter() - mark, 1)
+
+    import anybind
+    from anybind.train import bind
+
+    base_model = anybind.load(anchor_dir, device="cpu")
+    entries: dict[str, tuple[dict[str, Any], None]] = {}
+    bind_info: dict[str, Any] = {}
+    for modality, settings in recipe_config.bind.items():
+        mark = time.perf_counter()
+        _log(f"binding {modality} to the anchor's images", progress)
+        result = bind(_bind_config(modality, settings, world_dir, anchor_dir, work / "runs" / modality, progress),
+                      overwrite=True, base_model=base_model)
+        bundle_config = json.loads((result.bundle_dir / "bundle.json").read_text())
+        entry = dict(bundle_config["modalities"][modality])
+        entry["weights"] = str((result.bundle_dir / entry["weights"]).resolve())
+        entries[modality] = (entry, None)
+        timings[f"bind_{modality}_seconds"] = round(time.perf_counter() - mark, 1)
+        bind_info[modality] = {"val": result.metrics, "steps": result.step, "logit_scale": result.logit_scale}
+
+    timings["total_seconds"] = round(time.perf_counter() - start, 1)
+    _assemble(final, anchor_dir, entries, name=f"default:{recipe}",
+              info={"recipe": recipe, "world_dir": str(world_dir.resolve()), "recipe_config": to_dict(recipe_config), "world": world_info,
+                    "anchor_val": anchor_metrics, "bind": bind_info, "timings": timings})
+    _log(f"built in {timings['total_seconds']:.0f} s -> {final}", progress)
+    return final
+
+
+def _build_world(recipe: DemoRecipe, world_dir: Path, progress: bool) -> dict[str, Any]:
+    from anybind.world import generate_world
+
+    summary = world_dir / "world.json"
+    if not summary.is_file():
+        _log(f"generating the world ({recipe.world.get('n_objects')} objects)", progress)
+        generate_world(out_dir=world_dir, **recipe.world)
+    return json.loads(summary.read_text())
+
+
+def _build_anchor(recipe: DemoRecipe, anchor: dict[str, Any] | None, world_dir: Path, anchor_dir: Path,
+                  progress: bool) -> tuple[Path, dict[str, Any]]:
+    """Train the LiT anchor on the world's train split (or write the given anchor's spec)."""
+    from anybind.model import BUNDLE_FILE, FORMAT_VERSION, MODEL_FORMAT
+
+    if (anchor_dir / BUNDLE_FILE).is_file():
+        return anchor_dir, json.loads((anchor_dir / BUNDLE_FILE).read_text()).get("info", {}).get("metrics", {})
+    if anchor is not None:
+        from anybind.train.atomic import atomic_write_json
+
+        atomic_write_json(anchor_dir / BUNDLE_FILE, {"format": MODEL_FORMAT, "version": FORMAT_VERSION,
+                                                     "name": "anchor", "anchor": anchor, "modalities": {}})
+        return anchor_dir, {}
+    import numpy as np
+    from PIL import Image
+
+    from anybind.world import read_objects
+    from anybind.anchors.lit_training import LiTTrainConfig, save_lit_bundle, train_lit
+
+    _log("training the LiT image tower against frozen all-MiniLM-L6-v2", progress)
+    splits = {name: read_objects(world_dir / f"{name}.jsonl") for name in ("train", "val")}
+    images = {name: np.stack([np.asarray(Image.open(r["image"]).convert("RGB")) for r in rows])
+              for name, rows in splits.items()}
+    result = train_lit(images["train"], [r["captions"] for r in splits["train"]], LiTTrainConfig(**recipe.lit),
+                       val_images=images["val"], val_captions=[r["captions"] for r in splits["val"]],
+                       progress=progress)
+    save_lit_bundle(result, anchor_dir, name="lit-world")
+    return anchor_dir, dict(result.metrics)
+
+
+def _bind_config(modality: str, settings: dict[str, Any], world_dir: Path, anchor_dir: Path, output_dir: Path,
+                 progress: bool) -> dict[str, Any]:
+    settings = dict(settings)
+    train = {"device": "cpu", **settings.pop("train", {})}
+    return {"modality": modality, "model": str(anchor_dir), "output_dir": str(output_dir),
+            "data": {"manifest": str(world_dir / "pairs" / f"{modality}-image.csv")},
+            "train": train, "eval": {"every_steps": 0}, "checkpoint": {"every_steps": 0, "keep_last": 1},
+            "log": {"tensorboard": False, "progress": progress}, "name": f"world-{modality}", **settings}
+
+
+def _assemble(final: Path, anchor_dir: Path, entries: dict[str, tuple[dict[str, Any], None]], name: str,
+              info: dict[str, Any]) -> None:
+    """Write the final bundle: the anchor's files copied in, each modality's weights copied in."""
+    from anybind.train.bundle import write_bundle
+
+    anchor_spec = json.loads((anchor_dir / "bundle.json").read_text())["anchor"]
+    staging = final.with_name(f".{final.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    write_bundle(staging, anchor_spec=anchor_spec, modalities=entries, name=name, info=info)
+    for item in anchor_dir.iterdir():  # the anchor's own files (e.g. the LiT image tower weights)
+        if item.name != "bundle.json":
+            copy = shutil.copytree if item.is_dir() else shutil.copy2
+            copy(item, staging / item.name)
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(final)

@@ -23,7 +23,7 @@ def lit_model() -> anybind.BoundModel:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from anybind.world import generate_world
-    from anybind.world.lit_training import LiTTrainConfig, save_lit_bundle, train_lit
+    from anybind.anchors.lit_training import LiTTrainConfig, save_lit_bundle, train_lit
 
     world = generate_world(40, seed=5, config="default")
     config = LiTTrainConfig(tower="tiny", epochs=6, batch_size=16, lr=3e-3, warmup_steps=2, seed=1)
@@ -74,7 +74,7 @@ def test_short_training_lowers_the_loss(trained) -> None:  # type: ignore[no-unt
 
 
 def test_bundle_round_trip(trained) -> None:  # type: ignore[no-untyped-def]
-    from anybind.world.lit_training import encode_images
+    from anybind.anchors.lit_training import encode_images
 
     world, result, folder = trained
     model = anybind.load(folder, device="cpu")
@@ -124,7 +124,7 @@ def test_bad_specs(tmp_path: Path, spec: dict, error: type, message: str) -> Non
     ({"images": np.zeros((2, 8, 8, 3), np.uint8), "captions": ["a", ""]}, r"`captions\[1\]`: expected a non-empty string"),
 ])
 def test_bad_training_inputs(kwargs: dict, message: str) -> None:
-    from anybind.world.lit_training import LiTTrainConfig, train_lit
+    from anybind.anchors.lit_training import LiTTrainConfig, train_lit
 
     with pytest.raises(InputError, match=message):
         train_lit(config=LiTTrainConfig(tower="tiny", epochs=1), **kwargs)

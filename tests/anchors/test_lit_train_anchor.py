@@ -1,0 +1,83 @@
+"""``anybind train-anchor``: LiT training from an image-caption manifest, resume, bundle, recipe errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import anybind
+from anybind.anchors.lit_training import load_lit_recipe, train_anchor
+from anybind.cli import main
+from anybind.errors import ConfigError, InputError
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from anybind.world import generate_world
+
+    folder = tmp_path_factory.mktemp("world")
+    generate_world(30, seed=4, out_dir=folder)
+    return folder
+
+
+def _recipe(world_dir: Path, output: Path, **train: object) -> dict:
+    return {"output_dir": str(output), "progress": False, "checkpoint_every_steps": 2,
+            "data": {"manifest": str(world_dir / "pairs" / "image-caption.csv"),
+                     "text_cache_dir": str(output.parent / "text-cache")},
+            "train": {"tower": "tiny", "steps": 4, "batch_size": 8, "warmup_steps": 1, **train}}
+
+
+def test_resumed_run_equals_uninterrupted_run(world_dir: Path, tmp_path: Path) -> None:
+    whole = train_anchor(_recipe(world_dir, tmp_path / "whole"))
+    assert whole.steps == 4 and whole.bundle_dir is not None
+    first = train_anchor(_recipe(world_dir, tmp_path / "split"), stop_after=2)
+    assert first.steps == 2 and first.bundle_dir is None
+    second = train_anchor(_recipe(world_dir, tmp_path / "split"), resume=True)
+    assert second.resumed_from == 2 and second.bundle_dir is not None
+    a = load_file(str(whole.bundle_dir / "anchor" / "image-tower.safetensors"))
+    b = load_file(str(second.bundle_dir / "anchor" / "image-tower.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    model = anybind.load(second.bundle_dir, device="cpu")
+    assert model.anchor.identity.kind == "lit" and model.embed("text", ["a cube"]).shape == (1, 384)
+    assert (tmp_path / "text-cache").is_dir()  # caption vectors were cached
+
+
+def test_cli_trains_and_refuses_to_clobber(world_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_recipe(world_dir, tmp_path / "run", steps=2)))
+    assert main(["train-anchor", str(recipe), "--no-progress"]) == 0
+    assert "bundle:" in capsys.readouterr().out
+    assert main(["train-anchor", str(recipe)]) == 2
+    assert "pass --resume to continue it or --overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"kind": "openclip"}, r"`kind` must be 'lit'"),
+    ({"train": {"steps": 0}}, r"`train.steps` must be >= 1, got 0"),
+    ({"train": {"steps": None, "epochs": 0}}, r"give `train.steps` >= 1 or `train.epochs` > 0"),
+    ({"train": {"batch_size": 1}}, r"`train.batch_size` must be >= 2, got 1"),
+    ({"train": {"lr": 0}}, r"`train.lr` must be > 0, got 0"),
+    ({"keep_last": 0}, r"`keep_last` must be >= 1, got 0"),
+    ({"data": {"manifest": "m.csv", "val_fraction": 1.5}}, r"`data.val_fraction` must be in \[0, 1\), got 1.5"),
+    ({"trian": {}}, r"unknown key\(s\) 'trian' \(did you mean 'train'\?\)"),
+])
+def test_bad_recipes(change: dict, message: str) -> None:
+    recipe = {"output_dir": "out", "data": {"manifest": "m.csv"}, "train": {"steps": 2}}
+    for key, value in change.items():
+        recipe[key] = {**recipe.get(key, {}), **value} if isinstance(value, dict) and key in recipe else value
+    with pytest.raises(ConfigError, match=message):
+        load_lit_recipe(recipe)
+
+
+def test_manifest_without_caption_column(world_dir: Path, tmp_path: Path) -> None:
+    recipe = _recipe(world_dir, tmp_path / "run")
+    recipe["data"]["manifest"] = str(world_dir / "pairs" / "audio-image.csv")
+    with pytest.raises(InputError, match=r"lacks column\(s\) 'caption'"):
+        train_anchor(recipe)

@@ -125,7 +125,8 @@ class BindConfig:
 
 
 # Fields that may change between a run and its `--resume` (they do not change the math).
-RESUMABLE_CHANGES = ("output_dir", "train.device", "train.num_threads", "eval", "checkpoint", "log")
+RESUMABLE_CHANGES = ("output_dir", "name", "templates", "train.device", "train.num_threads", "data.cache_anchor",
+                     "data.anchor_cache_dir", "data.verify_cached", "eval", "checkpoint", "log")
 
 
 def _check_values(config: BindConfig, where: str) -> None:

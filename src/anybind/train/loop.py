@@ -192,7 +192,8 @@ def bind(config: str | Path | Mapping[str, Any] | BindConfig, *, resume: bool = 
     `output_dir` from its newest checkpoint (a new or empty folder starts fresh); `overwrite`
     replaces a run there; `stop_after` stops (with a checkpoint, no bundle) after that many
     optimizer steps in this call. `base_model` reuses an already loaded
-    ``anybind.load(config.model)``. Returns a `BindResult`; the bundle is ``<output_dir>/bundle``.
+    ``anybind.load(config.model)`` (moved to the training device). Returns a `BindResult`;
+    the bundle is ``<output_dir>/bundle``.
     """
     config = load_bind_config(config)
     if stop_after is not None and stop_after < 1:

@@ -306,13 +306,14 @@ def train_lit(images: np.ndarray | torch.Tensor, captions: Sequence[Sequence[str
               val_captions: Sequence[Sequence[str] | str] | None = None,
               val_labels: Mapping[str, np.ndarray] | None = None,
               class_prompts: Mapping[str, Mapping[str, str]] | None = None,
-              progress: bool = False) -> LiTResult:
+              text_cache: bool | str | Path = True, progress: bool = False) -> LiTResult:
     """Train a `lit` image tower on uint8 `images` ``[N, H, W, 3]`` and their `captions`
     (per image a string or a list of strings; one is drawn at random per step).
 
     With `val_images`/`val_captions` (the first caption of each is the query) the result's
     `metrics` hold `evaluate_lit` measurements; `val_labels` and `class_prompts` (attribute ->
-    {class: prompt}) add label-aware R@1 and zero-shot accuracy.
+    {class: prompt}) add label-aware R@1 and zero-shot accuracy. `text_cache` keeps caption
+    vectors on disk (True: under ``$ANYBIND_HOME``; a path: that folder; False: off).
     """
     config = config or LiTTrainConfig()
     if len(images) != len(captions):
@@ -330,7 +331,11 @@ def train_lit(images: np.ndarray | torch.Tensor, captions: Sequence[Sequence[str
         torch.set_num_threads(config.num_threads)
     anchor = _text_anchor(config)
     pixels = _pixels(images, anchor)
-    caption_vectors = embed_texts(anchor, unique_captions)
+    if text_cache is False:
+        caption_vectors = embed_texts(anchor, unique_captions)
+    else:
+        caption_vectors = cached_text_vectors(unique_captions, anchor, config.text_model,
+                                              None if text_cache is True else text_cache)
     result = LiTResult(tower=anchor.tower, logit_scale=CLIP_INIT_LOGIT_SCALE, config=config,
                        tower_config=tower_config_dict(config.tower))
     fit = new_fit_state(anchor.tower, config)
@@ -548,24 +553,35 @@ def _load_pixels(paths: Sequence[Path], anchor: LiTAnchor, progress: bool) -> to
     return torch.cat(chunks)
 
 
-def _caption_vectors(texts: list[str], anchor: LiTAnchor, recipe: LiTRecipe) -> torch.Tensor:
-    """Unit-norm frozen text vectors of `texts`, through the on-disk anchor-vector cache when enabled."""
-    if not recipe.data.cache_text:
-        return embed_texts(anchor, texts)
+def cached_text_vectors(texts: Sequence[str], anchor: LiTAnchor, text_model: str,
+                        cache_dir: str | Path | None = None) -> torch.Tensor:
+    """``[N, D]`` unit-norm frozen text vectors of `texts`, kept in the on-disk anchor-vector cache
+    (`anybind.train.anchor_cache`, default folder under ``$ANYBIND_HOME``) so reruns skip the text model."""
     from anybind.anchor import AnchorIdentity
     from anybind.anchors.lit import _load_text_model, resolve_text_model
     from anybind.train.anchor_cache import AnchorVectorCache, partner_key
 
-    folder = resolve_text_model(recipe.train.text_model)
+    folder = resolve_text_model(text_model)
     # The text side alone defines these vectors: key the cache by the text model, not the tower.
-    identity = AnchorIdentity(kind="lit-text", config=recipe.train.text_model, tag=None,
+    identity = AnchorIdentity(kind="lit-text", config=text_model, tag=None,
                               weights_sha256=_load_text_model(str(folder))[2])
-    cache = AnchorVectorCache.for_anchor(identity, recipe.data.text_cache_dir)
+    cache = AnchorVectorCache.for_anchor(identity, cache_dir)
     keys = [partner_key("caption", text) for text in texts]
-    missing = [i for i, key in enumerate(keys) if key not in cache]
+    first_missing: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key not in cache:
+            first_missing.setdefault(key, index)
+    missing = list(first_missing.values())
     if missing:
         cache.add([keys[i] for i in missing], embed_texts(anchor, [texts[i] for i in missing]))
     return cache.get(keys)
+
+
+def _caption_vectors(texts: list[str], anchor: LiTAnchor, recipe: LiTRecipe) -> torch.Tensor:
+    """Unit-norm frozen text vectors of `texts`, through the on-disk cache when the recipe enables it."""
+    if not recipe.data.cache_text:
+        return embed_texts(anchor, texts)
+    return cached_text_vectors(texts, anchor, recipe.train.text_model, recipe.data.text_cache_dir)
 
 
 def train_anchor(source: str | Path | Mapping[str, Any] | LiTRecipe, *, resume: bool = False,

@@ -6,6 +6,7 @@ defaults), whatever the index size.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from anybind.index.vectors import VectorStore
@@ -21,6 +22,52 @@ def merge_topk(best_scores: torch.Tensor, best_positions: torch.Tensor, scores: 
     all_positions = torch.cat([best_positions, positions], dim=1)
     top, where = all_scores.topk(min(k, all_scores.shape[1]), dim=1)
     return top, all_positions.gather(1, where)
+
+
+class StreamingTopK:
+    """The running top-`k` of ``[B, R]`` score blocks that arrive chunk by chunk.
+
+    The first block goes through `torch.topk`; after that only scores above each query's
+    current k-th best can enter, and they are found with one comparison pass and a sparse
+    `numpy.flatnonzero` -- several times cheaper than a `topk` per block, which would
+    otherwise cost more than the matrix product itself.
+    """
+
+    def __init__(self, queries: int, k: int) -> None:
+        self.k = k
+        self.scores = torch.full((queries, k), float("-inf"))
+        self.positions = torch.full((queries, k), -1, dtype=torch.long)
+        self._seen = False
+        self._mask: torch.Tensor | None = None
+
+    def push(self, scores: torch.Tensor, start: int) -> None:
+        """Offer ``[B, R]`` `scores` of the rows at positions ``start .. start + R - 1``."""
+        if not self._seen:
+            top, where = scores.topk(min(self.k, scores.shape[1]), dim=1)
+            self.scores, self.positions = merge_topk(self.scores, self.positions, top, where + start, self.k)
+            self._seen = True
+            return
+        if self._mask is None or self._mask.shape != scores.shape:
+            self._mask = torch.empty(scores.shape, dtype=torch.bool)
+        above = torch.gt(scores, self.scores[:, -1:], out=self._mask)
+        flat = torch.from_numpy(np.flatnonzero(above.numpy()))
+        if not len(flat):
+            return
+        width = scores.shape[1]
+        rows, columns = flat // width, flat % width
+        counts = torch.bincount(rows, minlength=len(scores))
+        first = torch.cumsum(counts, 0) - counts  # index in `flat` of each query's first hit
+        slots = torch.arange(len(flat)) - first[rows]
+        pad = int(counts.max())
+        new_scores = torch.full((len(scores), pad), float("-inf"))
+        new_positions = torch.full((len(scores), pad), -1, dtype=torch.long)
+        new_scores[rows, slots] = scores.reshape(-1)[flat]
+        new_positions[rows, slots] = columns + start
+        self.scores, self.positions = merge_topk(self.scores, self.positions, new_scores, new_positions, self.k)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``scores [B, k]`` best first, and their row positions ``[B, k]``."""
+        return self.scores, self.positions
 
 
 def masked_scores(scores: torch.Tensor, row_mask: torch.Tensor | None, start: int) -> torch.Tensor:
@@ -40,12 +87,10 @@ def exact_search(store: VectorStore, queries: torch.Tensor, k: int, row_mask: to
     out_scores, out_positions = [], []
     for q_start in range(0, len(queries), query_block):
         block = queries[q_start:q_start + query_block]
-        best_scores = block.new_empty((len(block), 0))
-        best_positions = torch.empty((len(block), 0), dtype=torch.long)
+        top = StreamingTopK(len(block), k)
         for start, rows in store.chunks(chunk_rows):
-            scores = masked_scores(block @ rows.T, row_mask, start)
-            top, where = scores.topk(min(k, scores.shape[1]), dim=1)
-            best_scores, best_positions = merge_topk(best_scores, best_positions, top, where + start, k)
+            top.push(masked_scores(block @ rows.T, row_mask, start), start)
+        best_scores, best_positions = top.result()
         out_scores.append(best_scores)
         out_positions.append(best_positions)
     return torch.cat(out_scores), torch.cat(out_positions)

@@ -5,7 +5,7 @@ int8 with one scale per row, queries are quantized per block on the fly), about 
 traffic and roughly 2x the arithmetic rate of a float32 scan on AVX2. The top `candidates`
 per query by approximate score are then scored again in float32, so the returned scores are
 exact and the ids match exact search unless a true top-k row ranked below the shortlist in the
-int8 scan (int8 score error is ~1e-3 for unit vectors; the shortlist is 10x `k`, at least 100).
+int8 scan (int8 score error is ~1e-3 for unit vectors; the shortlist is 4x `k`, at least 40).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import torch
 
-from anybind.index.exact import exact_search, masked_scores, merge_topk
+from anybind.index.exact import StreamingTopK, exact_search, masked_scores
 from anybind.index.vectors import VectorStore
 
 CHUNK_ROWS = 16384  # index rows per packed int8 block
 QUERY_BLOCK = 1024  # queries per scan
-CANDIDATES_PER_RESULT = 10  # shortlist = this many candidates per requested result...
-MIN_CANDIDATES = 100  # ...but at least this many
+CANDIDATES_PER_RESULT = 4  # shortlist = this many candidates per requested result...
+MIN_CANDIDATES = 40  # ...but at least this many
 
 
 @dataclass
@@ -63,7 +63,7 @@ class QuantizedScan:
                candidates: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-`k` rows for ``[Q, D]`` `queries` -> ``scores [Q, k]`` (exact float32) and ``positions [Q, k]``.
 
-        `candidates` is the shortlist length re-ranked in float32 (default ``max(10 k, 100)``).
+        `candidates` is the shortlist length re-ranked in float32 (default ``max(4 k, 40)``).
         """
         if not self.prepare():
             return exact_search(self.store, queries, k, row_mask)
@@ -80,18 +80,15 @@ class QuantizedScan:
         return torch.cat(out_scores), torch.cat(out_positions)
 
     def _shortlist(self, block: torch.Tensor, shortlist: int, row_mask: torch.Tensor | None) -> torch.Tensor:
-        best_scores = block.new_empty((len(block), 0))
-        best_positions = torch.empty((len(block), 0), dtype=torch.long)
+        top = StreamingTopK(len(block), shortlist)
         for packed in self.blocks or []:
             # reduce_range=True: 7-bit activations, which the AVX2 int8 kernels need to avoid overflow.
             scores = torch.ops.quantized.linear_dynamic(block, packed.packed, True)
-            scores = masked_scores(scores, row_mask, packed.start)
-            top, where = scores.topk(min(shortlist, packed.rows), dim=1)
-            best_scores, best_positions = merge_topk(best_scores, best_positions, top, where + packed.start, shortlist)
-        return best_positions
+            top.push(masked_scores(scores, row_mask, packed.start), packed.start)
+        return top.result()[1]
 
     def _rerank(self, block: torch.Tensor, positions: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.from_numpy(self.store.take(positions.numpy()))  # [B, shortlist, D]
+        rows = self.store.take(positions)  # [B, shortlist, D]
         exact = torch.bmm(rows, block.unsqueeze(2)).squeeze(2)  # [B, shortlist]
         if positions.shape[1] and not bool(torch.isfinite(exact).all()):
             raise AssertionError("non-finite re-ranked score")  # rows and queries are validated finite

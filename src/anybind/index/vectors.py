@@ -36,15 +36,20 @@ class VectorStore:
             for start in range(0, len(segment), chunk_rows):
                 yield int(offset) + start, torch.from_numpy(segment[start:start + chunk_rows])
 
-    def take(self, positions: np.ndarray) -> np.ndarray:
-        """Rows at `positions` (any shape ``S``) -> ``[*S, D]`` float32 copy."""
+    def take(self, positions: torch.Tensor) -> torch.Tensor:
+        """Rows at int64 `positions` (any shape ``S``) -> ``[*S, D]`` float32 tensor (a copy)."""
         flat = positions.reshape(-1)
-        out = np.empty((len(flat), self.dim), dtype=np.float32)
-        segment_of = np.searchsorted(self._offsets, flat, side="right") - 1
-        for index in np.unique(segment_of):
-            chosen = segment_of == index
-            out[chosen] = self.segments[index][flat[chosen] - self._offsets[index]]
-        return out.reshape(*positions.shape, self.dim)
+        if len(self.segments) == 1:
+            rows = torch.from_numpy(self.segments[0]).index_select(0, flat)
+        else:
+            rows = torch.empty((len(flat), self.dim))
+            offsets = torch.from_numpy(self._offsets)
+            segment_of = torch.searchsorted(offsets, flat, right=True) - 1
+            for index in torch.unique(segment_of).tolist():
+                chosen = torch.nonzero(segment_of == index).squeeze(1)
+                local = flat.index_select(0, chosen) - int(offsets[index])
+                rows.index_copy_(0, chosen, torch.from_numpy(self.segments[index]).index_select(0, local))
+        return rows.reshape(*positions.shape, self.dim)
 
     def as_array(self) -> np.ndarray:
         """All rows as one ``[N, D]`` array (no copy when there is a single segment)."""

@@ -229,5 +229,6 @@ def convert_clap_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> dict
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     metadata = {"format": CONVERTED_FORMAT, "layout": json.dumps(asdict(layout)), "source": info["source"]}
     _atomic_write(weights, save(tensors, metadata=metadata))
-    _atomic_write(folder / CONVERTED_INFO, (json.dumps(info, indent=2) + "\n").encode())
-    return info
+    text = json.dumps(info, indent=2)
+    _atomic_write(folder / CONVERTED_INFO, (text + "\n").encode())
+    return json.loads(text)  # JSON-ready: tuples as lists

@@ -4,8 +4,9 @@ The modules are laion_clap's own (``clap_module/htsat.py``, imported without lai
 network-touching package ``__init__``, see `laion_source`), so official CLAP checkpoints load
 unchanged: parameter names are ``audio_branch.*`` and ``audio_projection.*`` as in CLAP.
 Inference runs a lean path over those modules: an FFT STFT with CLAP's own mel filterbank
-instead of torchlibrosa's convolution STFT, and only the pooled embedding of the Swin stages
-(the classifier outputs CLAP also computes are skipped). Long clips are several windows of
+instead of torchlibrosa's convolution STFT, Swin blocks with fused attention and no stored
+attention maps (`swin_inference`), and only the pooled embedding (the classifier outputs
+CLAP also computes are skipped). Long clips are several windows of
 one batch whose embeddings are averaged per clip with one scatter, never a Python loop.
 """
 
@@ -22,6 +23,7 @@ from anybind.config import load_named
 from anybind.errors import ConfigError, InputError
 from anybind.modalities.audio.laion_source import import_clap_module
 from anybind.modalities.audio.preprocess import AudioPreprocess
+from anybind.modalities.audio.swin_inference import SwinInference
 from anybind.modality import Encoder, EncoderContext, ProjectionHead
 from anybind.registry import register_encoder
 
@@ -152,6 +154,7 @@ class HTSATEncoder(Encoder):
         self.fusion = fusion
         self.audio_branch, self.audio_projection = build_clap_audio_modules(architecture, preprocess, fusion)
         self.register_buffer("stft_window", torch.hann_window(preprocess.window_size), persistent=False)
+        self._swin = SwinInference()
         if config.output == "clap":
             if context.dim != architecture.clap_dim:
                 raise ConfigError(f"`encoder_args.output`: 'clap' returns {architecture.clap_dim}-d CLAP embeddings "
@@ -192,8 +195,11 @@ class HTSATEncoder(Encoder):
         x = branch.bn0(x.transpose(1, 3)).transpose(1, 3)
         x = branch.reshape_wav2img(x)
         x = branch.pos_drop(branch.patch_embed(x) + (branch.absolute_pos_embed if branch.ape else 0))
-        for layer in branch.layers:
-            x, _ = layer(x)
+        if self.training:
+            for layer in branch.layers:
+                x, _ = layer(x)
+        else:
+            x = self._swin(branch.layers, x)
         # CLAP's "embedding" is the average over every frequency-time token of the last stage.
         return branch.norm(x).mean(dim=1)
 

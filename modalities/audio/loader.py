@@ -10,6 +10,7 @@ blocks and resampled as a stream.
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,12 +113,32 @@ def open_audio_file(item: Any, argument: str) -> AudioFileInfo:
     except (RuntimeError, OSError, TypeError, ValueError) as error:  # LibsndfileError is a RuntimeError
         raise InputFileError(f"`{argument}`: {str(path)!r} is not a readable audio file "
                              f"(expected wav/flac/ogg or another format libsndfile reads): {error}") from None
+    truncation = _declared_truncation(str(getattr(info, "extra_info", "")))
+    if truncation is not None:
+        raise InputFileError(f"`{argument}`: audio file {str(path)!r} is truncated: its header declares "
+                             f"{truncation[0]} data bytes but the file holds {truncation[1]}")
     if info.frames <= 0:
         raise InputFileError(f"`{argument}`: audio file {str(path)!r} holds no samples (zero-length audio)")
     if info.samplerate <= 0:
         raise InputFileError(f"`{argument}`: audio file {str(path)!r} declares sample rate {info.samplerate}")
     return AudioFileInfo(path=path, frames=int(info.frames), sample_rate=int(info.samplerate),
                          channels=int(info.channels))
+
+
+def _declared_truncation(log: str) -> tuple[int, int] | None:
+    """(declared, actual) data bytes when libsndfile's header log reports a data chunk cut short.
+
+    libsndfile silently shortens a truncated WAV/AIFF to what is present and notes
+    ``data : <declared> (should be <actual>)`` in its log. Streamed files that leave the size
+    as a placeholder (0 or 0xFFFFFFFF) are not truncated.
+    """
+    match = re.search(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", log, re.MULTILINE)
+    if match is None:
+        return None
+    declared, actual = int(match[1]), int(match[2])
+    if declared in (0, 0xFFFFFFFF, 0x7FFFFFFF) or declared <= actual:
+        return None
+    return declared, actual
 
 
 def _read_block(handle: Any, start: int, frames: int, info: AudioFileInfo, argument: str) -> np.ndarray:

@@ -14,9 +14,12 @@ from conftest import load_toy_module  # noqa: E402
 
 if __name__ == "__main__":
     load_toy_module()
+    import anybind
     from anybind.train import bind
 
     dist.init_process_group("gloo")
-    for path in sys.argv[1:]:
-        bind(json.loads(Path(path).read_text()))
+    recipes = [json.loads(Path(path).read_text()) for path in sys.argv[1:]]
+    base_model = anybind.load(recipes[0]["model"], device="cpu")  # every recipe binds to the same base
+    for recipe in recipes:
+        bind(recipe, base_model=base_model)
     dist.destroy_process_group()

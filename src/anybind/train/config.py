@@ -39,6 +39,7 @@ class DataConfig:
     val_fraction: float = 0.1  # share of rows held out by the seeded rule (no `split` column, no val_manifest)
     input_column: str = "input"  # column holding the modality input path (relative to the manifest)
     skip_bad_rows: bool = False  # skip (and count) rows with missing/corrupt files instead of failing
+    check_inputs: bool = True  # load every input once up front to find corrupt files (false: existence only)
     load_options: dict = field(default_factory=dict)  # keyword options for the modality's `load`
     cache_anchor: bool = True  # False recomputes the frozen anchor every step (benchmarks only)
     anchor_cache_dir: str | None = None  # default: $ANYBIND_HOME/anchor-cache/<anchor digest>

@@ -148,7 +148,9 @@ def set_train_mode(encoder: Encoder, head_only: bool) -> None:
 def read_data(config: BindConfig, load_inputs: Any) -> tuple[list[Pair], list[Pair], int]:
     """(train pairs, validation pairs, number of skipped rows) from the recipe's manifest(s)."""
     data = config.data
-    options = {"input_column": data.input_column, "skip_bad_rows": data.skip_bad_rows, "load_inputs": load_inputs}
+    options = {"input_column": data.input_column, "skip_bad_rows": data.skip_bad_rows,
+               "load_inputs": load_inputs if data.check_inputs else None,
+               "progress": config.log.progress and world()[0] == 0}
     main = read_pairs(data.manifest, **options)
     skipped = list(main.skipped)
     if data.val_manifest:

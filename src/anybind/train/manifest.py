@@ -172,14 +172,17 @@ def _row_to_pair(row: ManifestRow, input_column: str, partner_columns: Sequence[
     return Pair(row.manifest, row.line, input_path, row.fields[input_column], kind, partner, split)
 
 
-def check_inputs_loadable(pairs: list[Pair], load: Callable[[list[Path]], Any], chunk: int = 64) -> list[tuple[Pair, str]]:
+def check_inputs_loadable(pairs: list[Pair], load: Callable[[list[Path]], Any], chunk: int = 64,
+                          progress: bool = False) -> list[tuple[Pair, str]]:
     """The pairs whose input `load` rejects, with the reason.
 
     `load` takes a list of paths and raises (an `AnybindError`, ideally) on a corrupt file; chunks are
-    loaded together and retried one by one only when a chunk fails.
+    loaded together and retried one by one only when a chunk fails. `progress` shows a tqdm bar.
     """
+    from tqdm.auto import tqdm
+
     bad: list[tuple[Pair, str]] = []
-    for start in range(0, len(pairs), chunk):
+    for start in tqdm(range(0, len(pairs), chunk), desc="check inputs", unit="chunk", disable=not progress):
         group = pairs[start:start + chunk]
         try:
             load([p.input for p in group])
@@ -204,12 +207,14 @@ def _fail_or_skip(where: str, reason: str, skip_bad_rows: bool, skipped: list[tu
 
 def read_pairs(path: str | Path, *, input_column: str = "input",
                partner_columns: Sequence[str] = (IMAGE_PARTNER, CAPTION_PARTNER), skip_bad_rows: bool = False,
-               load_inputs: Callable[[list[Path]], Any] | None = None, argument: str = "data.manifest") -> PairSet:
+               load_inputs: Callable[[list[Path]], Any] | None = None, argument: str = "data.manifest",
+               progress: bool = False) -> PairSet:
     """Read and validate every row of a paired manifest.
 
     Each row needs a file in `input_column` and exactly one of `partner_columns` (an ``image``
     partner must be a readable image file; any other partner is text). `load_inputs`, if
-    given, is tried on every input file to detect corrupt ones. Missing columns always raise;
+    given, is tried on every input file to detect corrupt ones (`progress`: a tqdm bar). Missing
+    columns always raise;
     bad rows (missing/corrupt files, empty fields, bad ``split``, duplicates) raise naming the
     line, or are skipped and listed in `PairSet.skipped` when `skip_bad_rows`.
     """
@@ -238,7 +243,7 @@ def read_pairs(path: str | Path, *, input_column: str = "input",
         seen[key] = row.line
         pairs.append(pair)
     if load_inputs is not None:
-        bad_inputs = check_inputs_loadable(pairs, load_inputs)
+        bad_inputs = check_inputs_loadable(pairs, load_inputs, progress=progress)
         for pair, reason in bad_inputs:
             _fail_or_skip(pair.where, reason, skip_bad_rows, skipped, True)
         dropped = {id(pair) for pair, _ in bad_inputs}

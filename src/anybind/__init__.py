@@ -30,5 +30,6 @@ from anybind.registry import list_modalities as list_modalities
 from anybind.registry import register_anchor as register_anchor
 from anybind.registry import register_encoder as register_encoder
 from anybind.registry import register_modality as register_modality
+from anybind import train as train  # noqa: E402 - `anybind.train.bind(recipe)`; after the core it builds on
 
 __version__ = "0.1.0"

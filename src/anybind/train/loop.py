@@ -13,6 +13,11 @@ One call does the whole job (`anybind train RECIPE.yaml` is a thin wrapper):
 
 The data order is a pure function of (seed, step), so `--resume` from a checkpoint (model,
 optimizer, scheduler, RNG states, step) ends exactly where an uninterrupted run would.
+
+Notes: `batch_size` is the global contrastive batch; with `grad_accum_steps` > 1 the
+negatives of a micro-step are that micro-step's rows only. DDP matches one process exactly for
+encoders without batch statistics (BatchNorm layers see each rank's slice; DDP broadcasts
+rank 0's running stats). Anchor vectors of all partners are held in memory (N x D float32).
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="work folder (default: a temporary folder)")
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the encoder is tiny: one thread beats two on a busy machine
     work = Path(args.out or tempfile.mkdtemp(prefix="anybind-imu-"))
     manifest = write_dataset(work / "data", per_activity=40)
     print(f"wrote {8 * 40} recordings of {len(ACTIVITIES)} activities to {work / 'data'}")

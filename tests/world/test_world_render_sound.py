@@ -73,3 +73,12 @@ def test_sound_varies_between_strikes() -> None:
     first = impact_sound(modes, 0.3, sound, 16000, 1.0, np.random.default_rng(0))
     second = impact_sound(modes, 0.3, sound, 16000, 1.0, np.random.default_rng(1))
     assert first.shape == (16000,) and not np.allclose(first, second)
+
+
+def test_drop_pattern_repeats_the_impact() -> None:
+    sound, modes = CONFIG.materials["wood"].sound, CONFIG.shapes["cube"].modes
+    single = impact_sound(modes, 0.3, sound, 16000, 1.0, np.random.default_rng(0))
+    double = impact_sound(modes, 0.3, sound, 16000, 1.0, np.random.default_rng(0), hits=((0.0, 1.0), (0.5, 1.0)))
+    late = slice(int(0.5 * 16000), int(0.7 * 16000))  # wood has died out by 0.5 s after one hit
+    assert np.abs(double[late]).max() > 10 * np.abs(single[late]).max()
+    assert len(CONFIG.shapes["sphere"].hits) > len(CONFIG.shapes["cube"].hits)  # a ball bounces

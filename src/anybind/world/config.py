@@ -34,6 +34,7 @@ class ShapeConfig:
 
     words: tuple[str, ...]  # caption words; the first is the canonical class name in text
     modes: tuple[float, ...]  # partial frequency ratios of the impact sound (first is 1.0)
+    hits: tuple[tuple[float, float], ...] = ((0.0, 1.0),)  # (time s, gain) of each impact when dropped
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ def _object(index: int, seed: int, shape: str, material: str, colour: str, size:
                   colour_rgb, config.materials[material].look, backdrop, rng)
     points = sample_surface(vertices, faces, config.n_points, rng)
     sound = impact_sound(config.shapes[shape].modes, size_m, config.materials[material].sound,
-                         config.sample_rate, config.sound_seconds, rng)
+                         config.sample_rate, config.sound_seconds, rng, hits=config.shapes[shape].hits)
     captions = captions_for(shape, material, colour, size, config, rng)
     return size_m, captions, view.rgb, view.depth, points, sound
 

@@ -4,7 +4,8 @@ Partial k has frequency ``f_0 * ratio_k`` where the ratios come from the shape a
 ``f_0 = material.frequency_x_size / size`` (bigger is lower); it decays with
 ``t60_k = t60 * (f_0 / f_k) ** damping_slope`` (metal rings long, rubber thuds) and has
 amplitude ``k ** -spectral_tilt`` times a random strike-position factor (brightness). A
-low-passed noise burst models the contact, and faint room noise (40-55 dB below the peak) is added.
+low-passed noise burst models the contact; the shape's drop pattern (bounces, rattles) repeats
+the impact at its `hits`; faint room noise (40-55 dB below the peak) is added.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ def fundamental_hz(sound: MaterialSound, size_m: float) -> float:
 
 
 def impact_sound(modes: tuple[float, ...], size_m: float, sound: MaterialSound, sample_rate: int,
-                 seconds: float, rng: np.random.Generator) -> np.ndarray:
+                 seconds: float, rng: np.random.Generator,
+                 hits: tuple[tuple[float, float], ...] = ((0.0, 1.0),)) -> np.ndarray:
     """One impact sound ``[round(seconds * sample_rate)]`` float32 in [-1, 1].
 
     `modes` are the shape's partial frequency ratios, `size_m` the object's size in metres,
-    `sound` the material's synthesis parameters.
+    `sound` the material's synthesis parameters, `hits` the (time s, gain) of each impact of
+    the drop (the pattern's timing is stretched by a random factor in [0.85, 1.15]).
     """
     length = int(round(seconds * sample_rate))
     onset = int(rng.uniform(0.0, 0.05) * sample_rate)
@@ -57,7 +60,11 @@ def impact_sound(modes: tuple[float, ...], size_m: float, sound: MaterialSound, 
     burst /= np.abs(burst).max() + 1e-9
     ring[:burst_length] += sound.noise * rng.uniform(0.7, 1.3) * burst
     signal = np.zeros(length)
-    signal[onset:] = ring
+    stretch = rng.uniform(0.85, 1.15)
+    for time_s, gain in hits:
+        start = onset + int((time_s * stretch + rng.uniform(-0.004, 0.004) * (time_s > 0)) * sample_rate)
+        if 0 <= start < length:
+            signal[start:] += gain * rng.uniform(0.8, 1.2) * ring[:length - start]
     peak = rng.uniform(0.3, 0.9)
     signal *= peak / (np.abs(signal).max() + 1e-9)
     signal += peak * 10 ** (-rng.uniform(40.0, 55.0) / 20) * rng.standard_normal(length)  # room noise

@@ -88,6 +88,12 @@ def test_skip_bad_rows_skips_and_counts(tmp_path: Path) -> None:
     assert image_pair.input == tmp_path / "in" / "x1.npy"
 
 
+def test_csv_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = _manifest(tmp_path, "")
+    path.write_bytes("\ufeffinput,caption\nin/x0.npy,a dog\n".encode())
+    assert read_pairs(path).pairs[0].partner == "a dog"
+
+
 def test_jsonl_reads_like_csv(tmp_path: Path) -> None:
     body = '{"input": "in/x0.npy", "caption": "a dog"}\n\n{"input": "in/x1.npy", "image": "red.png"}\n'
     pairs = read_pairs(_manifest(tmp_path, body, "pairs.jsonl")).pairs

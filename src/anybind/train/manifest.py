@@ -94,7 +94,7 @@ def read_manifest_rows(path: str | Path, argument: str = "data.manifest") -> tup
         raise InputFileError(f"`{argument}`: expected a .csv or .jsonl manifest, got {str(path)!r}")
     rows: list[ManifestRow] = []
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:  # -sig: tolerate a BOM (spreadsheet exports)
             if suffix == ".csv":
                 reader = csv.DictReader(handle)
                 columns = [c.strip() for c in reader.fieldnames or []]

@@ -79,13 +79,16 @@ def test_bf16_accumulation_and_head_only_training(toy, toy_data, base_model, tin
     assert not torch.equal(trained["head.proj.weight"], initial["head.proj.weight"])
 
 
-def test_recomputing_the_anchor_each_step_gives_the_same_training(toy, toy_data, base_model, tiny_anchor_file,
-                                                                  tmp_path: Path) -> None:
+def test_caches_do_not_change_training(toy, toy_data, base_model, tiny_anchor_file, tmp_path: Path) -> None:
     common = {"model": str(tiny_anchor_file), "encoder_args": {"dropout": 0.0}, "train": {"steps": 3}}
     cached = bind(toy.recipe(tmp_path / "a", toy_data, **common), base_model=base_model)
     fresh = bind(toy.recipe(tmp_path / "b", toy_data, data={"cache_anchor": False, "manifest": str(toy_data),
                                                              "val_fraction": 0.25}, **common), base_model=base_model)
     assert fresh.train_loss == pytest.approx(cached.train_loss, abs=1e-5)
+    inputs_kept = bind(toy.recipe(tmp_path / "c", toy_data, data={"cache_inputs": True}, **common),
+                       base_model=base_model)
+    assert inputs_kept.train_loss == pytest.approx(cached.train_loss, abs=1e-6)
+    assert inputs_kept.metrics == pytest.approx(cached.metrics)
 
 
 def test_binding_onto_a_bundle_keeps_its_modalities(toy, toy_data, base_model, tiny_anchor_file, tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ class DataConfig:
     input_column: str = "input"  # column holding the modality input path (relative to the manifest)
     skip_bad_rows: bool = False  # skip (and count) rows with missing/corrupt files instead of failing
     check_inputs: bool = True  # load every input once up front to find corrupt files (false: existence only)
+    cache_inputs: bool = False  # keep loaded inputs in memory (same-shape, deterministic loaders only)
     load_options: dict = field(default_factory=dict)  # keyword options for the modality's `load`
     cache_anchor: bool = True  # False recomputes the frozen anchor every step (benchmarks only)
     anchor_cache_dir: str | None = None  # default: $ANYBIND_HOME/anchor-cache/<anchor digest>
@@ -127,7 +128,7 @@ class BindConfig:
 
 # Fields that may change between a run and its `--resume` (they do not change the math).
 RESUMABLE_CHANGES = ("output_dir", "name", "templates", "train.device", "train.num_threads", "data.cache_anchor",
-                     "data.anchor_cache_dir", "data.verify_cached", "eval", "checkpoint", "log")
+                     "data.anchor_cache_dir", "data.verify_cached", "data.cache_inputs", "eval", "checkpoint", "log")
 
 
 def _check_values(config: BindConfig, where: str) -> None:

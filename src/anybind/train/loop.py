@@ -27,7 +27,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,13 +43,14 @@ from anybind.config import to_dict
 from anybind.errors import ConfigError, InputError
 from anybind.model import BoundModel, ModalityConfig, _to_device, build_modality, default_device, resolve_spec
 from anybind.model import load as load_model
-from anybind.modality import Encoder, Modality
+from anybind.modality import Encoder
 from anybind.train.anchor_cache import AnchorVectorCache, cached_anchor_vectors, embed_partners
 from anybind.train.bundle import base_modality_entries, portable_anchor_spec, write_bundle
 from anybind.train.checkpoints import CheckpointManager, capture_rng_state, restore_rng_state
 from anybind.train.config import BindConfig, bind_config_to_dict, load_bind_config, math_differences
 from anybind.train.distributed import barrier, gather_objects, join_process_group, local_device, mean_over_ranks, world
 from anybind.train.evaluation import paired_recall
+from anybind.train.input_cache import InputCache
 from anybind.train.losses import ContrastiveLoss
 from anybind.train.manifest import Pair, read_pairs, split_pairs
 from anybind.train.optim import adamw_param_groups, cosine_with_warmup
@@ -174,15 +175,15 @@ def read_data(config: BindConfig, load_inputs: Any) -> tuple[list[Pair], list[Pa
 
 
 @torch.no_grad()
-def evaluate(encoder: Encoder, modality: Modality, pairs: list[Pair], anchor_vectors: torch.Tensor,
+def evaluate(encoder: Encoder, load: Callable[[list[Path]], Any], pairs: list[Pair], anchor_vectors: torch.Tensor,
              config: BindConfig, device: torch.device) -> dict[str, float]:
-    """Validation R@1/R@5 both ways (``val_`` prefixed) of `encoder` on `pairs`."""
+    """Validation R@1/R@5 both ways (``val_`` prefixed) of `encoder` on `pairs` (inputs read with `load`)."""
     was_training = encoder.training
     encoder.eval()
     chunks = []
     for start in range(0, len(pairs), config.eval.batch_size):
         group = pairs[start:start + config.eval.batch_size]
-        batch = modality.load([p.input for p in group], **config.data.load_options)
+        batch = load([p.input for p in group])
         with autocast(config.train.precision, device):
             chunks.append(F.normalize(encoder(_to_device(batch, device)).float(), dim=-1).cpu())
     encoder.train(was_training)
@@ -240,6 +241,7 @@ class BindingRun:
         self.encoder, self.modality = bound.encoder.to(device), bound.modality
         self.output_dir = Path(config.output_dir).expanduser()
         self.step = 0
+        self.input_cache = InputCache(self.load_uncached) if config.data.cache_inputs else None
 
     # -- setup -----------------------------------------------------------------------------
     def open(self, *, resume: bool, overwrite: bool) -> None:
@@ -261,9 +263,13 @@ class BindingRun:
         if resumed:
             self.restore()
 
-    def load_inputs(self, paths: list[Path]) -> Any:
+    def load_uncached(self, paths: list[Path]) -> Any:
         """Modality inputs -> one batch (CPU), with the recipe's load options."""
         return self.modality.load(paths, **self.config.data.load_options)
+
+    def load_inputs(self, paths: list[Path]) -> Any:
+        """Like `load_uncached`, through the in-memory cache when ``data.cache_inputs``."""
+        return self.input_cache(paths) if self.input_cache is not None else self.load_uncached(paths)
 
     def anchor_vectors_of_all_partners(self) -> torch.Tensor:
         """``[N, D]`` anchor vectors of every partner (train then val), from the on-disk cache.
@@ -371,7 +377,8 @@ class BindingRun:
         """Validation metrics (rank 0 computes them; other ranks get {})."""
         metrics: dict[str, float] = {}
         if self.rank == 0 and self.val_pairs:
-            metrics = evaluate(self.encoder, self.modality, self.val_pairs, self.val_vectors, self.config, self.device)
+            metrics = evaluate(self.encoder, self.load_inputs, self.val_pairs, self.val_vectors, self.config,
+                               self.device)
         barrier()
         return metrics
 

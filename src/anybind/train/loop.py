@@ -78,6 +78,7 @@ class BindResult:
     val_rows: int = 0
     skipped_rows: int = 0
     steps_per_second: float = 0.0  # optimizer steps per second of training work in this call
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step in this call
     rank: int = 0  # this process's DDP rank (only rank 0 writes files and evaluates)
 
     def to_dict(self) -> dict[str, Any]:
@@ -388,15 +389,15 @@ class BindingRun:
         last_step = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
         log = MetricsLog(self.output_dir, METRIC_COLUMNS, self.step, config.log.tensorboard) if self.rank == 0 else None
         window: list[float] = []
-        train_loss, metrics, seconds, steps_done = float("nan"), {}, 0.0, 0
+        step_seconds: list[float] = []
+        train_loss, metrics = float("nan"), {}
         set_train_mode(self.encoder, config.train.params == "head")
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"bind {config.modality}", unit="step",
                    disable=not config.log.progress or self.rank != 0)
         while self.step < last_step:
             started = time.perf_counter()
             window.append(self.train_step())
-            seconds += time.perf_counter() - started
-            steps_done += 1
+            step_seconds.append(time.perf_counter() - started)
             bar.update(1)
             step = self.step
             evaluate_now = step == self.total_steps or bool(config.eval.every_steps and step % config.eval.every_steps == 0)
@@ -414,15 +415,15 @@ class BindingRun:
             train_loss = sum(window) / len(window)
         if log is not None:
             log.close()
-        if steps_done == 0 and self.step == self.total_steps:  # resumed a finished run: re-evaluate for the bundle
+        if not step_seconds and self.step == self.total_steps:  # resumed a finished run: re-evaluate for the bundle
             metrics = self.validate()
         bundle_dir = self.write_bundle(metrics) if self.step == self.total_steps and self.rank == 0 else None
         barrier()
         return BindResult(output_dir=self.output_dir, bundle_dir=bundle_dir, step=self.step,
                           total_steps=self.total_steps, train_loss=train_loss, logit_scale=self.loss.logit_scale,
                           metrics=metrics, train_rows=len(self.train_pairs), val_rows=len(self.val_pairs),
-                          skipped_rows=self.skipped, steps_per_second=steps_done / seconds if seconds else 0.0,
-                          rank=self.rank)
+                          skipped_rows=self.skipped, rank=self.rank, step_seconds=step_seconds,
+                          steps_per_second=len(step_seconds) / sum(step_seconds) if step_seconds else 0.0)
 
     def metrics_row(self, train_loss: float, metrics: Mapping[str, float]) -> dict[str, float]:
         """One `metrics.csv` row for the current step."""

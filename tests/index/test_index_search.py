@@ -38,6 +38,13 @@ def test_matches_brute_force(index: Index, rows: torch.Tensor, backend: str) -> 
     torch.testing.assert_close(result.scores, expected.values, atol=1e-5, rtol=0)
 
 
+def test_exact_on_an_explicit_device_matches(index: Index, rows: torch.Tensor) -> None:
+    queries = unit(8, 11)
+    device_index = Index("test:anchor", DIM, backend_options={"device": "cpu"})  # the per-chunk topk path
+    device_index.add(rows, modality="image")
+    assert device_index.search(queries, k=6, backend="exact").ids == index.search(queries, k=6).ids
+
+
 def test_fast_backend_chunks_and_shortlist(rows: torch.Tensor) -> None:
     index = Index("test:anchor", DIM, backend="fast", backend_options={"candidates": 50})
     for start in range(0, 3000, 700):  # several segments

@@ -28,6 +28,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="only return rows of this modality (repeatable; default: all)")
     parser.add_argument("--backend", default=None, choices=("exact", "fast", "faiss"),
                         help="search backend (default: the one saved with the index)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the sha256 check of the index files (faster for large indexes)")
     add_input_options(parser)
     add_common_options(parser)
     return parser
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from anybind.index import Index
 
     batch_size = check_batch_size(args)
-    index = Index.load(args.index)
+    index = Index.load(args.index, verify=not args.no_verify)
     model = load_model(args)
     if model.anchor_key != index.anchor_key:
         raise AnchorMismatchError(f"`--model` {args.model!r} has anchor {model.anchor_key}, but index "

@@ -78,19 +78,38 @@ def masked_scores(scores: torch.Tensor, row_mask: torch.Tensor | None, start: in
 
 
 def exact_search(store: VectorStore, queries: torch.Tensor, k: int, row_mask: torch.Tensor | None = None,
-                 chunk_rows: int = CHUNK_ROWS, query_block: int = QUERY_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+                 chunk_rows: int = CHUNK_ROWS, query_block: int = QUERY_BLOCK,
+                 device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-`k` inner products of ``[Q, D]`` float32 `queries` against every row of `store`.
 
     Rows where `row_mask` is False are skipped. `k` must not exceed the number of allowed rows.
-    Returns ``scores [Q, k]`` (float32, best first) and ``positions [Q, k]`` (int64 row positions).
+    With `device` (e.g. ``"cuda"``) each chunk is copied there and scored with a per-chunk
+    `topk`; by default the CPU path uses `StreamingTopK`. Returns ``scores [Q, k]`` (float32,
+    best first) and ``positions [Q, k]`` (int64 row positions), on CPU.
     """
     out_scores, out_positions = [], []
+    target = torch.device(device) if device is not None else None
     for q_start in range(0, len(queries), query_block):
         block = queries[q_start:q_start + query_block]
-        top = StreamingTopK(len(block), k)
-        for start, rows in store.chunks(chunk_rows):
-            top.push(masked_scores(block @ rows.T, row_mask, start), start)
-        best_scores, best_positions = top.result()
+        if target is None:
+            top = StreamingTopK(len(block), k)
+            for start, rows in store.chunks(chunk_rows):
+                top.push(masked_scores(block @ rows.T, row_mask, start), start)
+            best_scores, best_positions = top.result()
+        else:
+            best_scores, best_positions = _search_on_device(store, block.to(target), k, row_mask, chunk_rows)
         out_scores.append(best_scores)
         out_positions.append(best_positions)
     return torch.cat(out_scores), torch.cat(out_positions)
+
+
+def _search_on_device(store: VectorStore, block: torch.Tensor, k: int, row_mask: torch.Tensor | None,
+                      chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    mask = row_mask.to(block.device) if row_mask is not None else None
+    best_scores = block.new_empty((len(block), 0))
+    best_positions = torch.empty((len(block), 0), dtype=torch.long, device=block.device)
+    for start, rows in store.chunks(chunk_rows):
+        scores = masked_scores(block @ rows.to(block.device, non_blocking=True).T, mask, start)
+        top, where = scores.topk(min(k, scores.shape[1]), dim=1)
+        best_scores, best_positions = merge_topk(best_scores, best_positions, top, where + start, k)
+    return best_scores.cpu(), best_positions.cpu()

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from anybind.model import BoundModel
 
 BACKENDS = ("exact", "fast", "faiss")
-BACKEND_OPTIONS = {"exact": (), "fast": ("candidates",),
+BACKEND_OPTIONS = {"exact": ("device",), "fast": ("candidates",),
                    "faiss": ("memory_budget", "factory", "nprobe", "ef_search")}
 RESERVED_KEYS = ("id", "modality")
 NORM_TOLERANCE = 1e-3  # plain tensors further than this from unit norm are normalized, not rejected
@@ -64,7 +64,8 @@ class Index:
     plain tensors/arrays are accepted after checking their width, and every vector (added or
     queried) is L2-normalized, so scores are cosine similarities.
 
-    Backends: ``"exact"`` (default; chunked float32 matrix product, bounded memory), ``"fast"``
+    Backends: ``"exact"`` (default; chunked float32 matrix product, bounded memory; option
+    ``device`` scores on e.g. ``"cuda"``), ``"fast"``
     (int8 scan + exact float32 re-ranking of a shortlist: exact scores, ids match exact search
     in practice), ``"faiss"`` (approximate IVF/HNSW/IVF-PQ chosen from a memory budget).
     """
@@ -90,7 +91,8 @@ class Index:
         self.backend = backend
         self.backend_options = _check_backend(backend, backend_options or {})
         self._store = VectorStore(dim)
-        self._records: list[dict[str, Any]] = []
+        self._ids: list[Id] = []  # per row
+        self._extra: list[dict[str, Any] | None] = []  # per row: user metadata, None when empty
         self._positions: dict[Id, int] = {}
         self._modality_codes = np.zeros(0, dtype=np.int32)
         self._modality_names: list[str] = []
@@ -214,7 +216,8 @@ class Index:
         code = self._modality_names.index(modality)
         start = len(self._store)
         self._store.append(matrix.numpy())
-        self._records.extend({"id": row_id, "modality": modality, **fields} for row_id, fields in zip(new_ids, user))
+        self._ids.extend(new_ids)
+        self._extra.extend(fields or None for fields in user)
         self._positions.update((row_id, start + offset) for offset, row_id in enumerate(new_ids))
         self._modality_codes = np.concatenate([self._modality_codes, np.full(len(matrix), code, dtype=np.int32)])
         self._invalidate()
@@ -229,9 +232,10 @@ class Index:
         keep = np.ones(len(self), dtype=bool)
         keep[[self._positions[row_id] for row_id in wanted]] = False
         self._store.keep(keep)
-        self._records = [record for record, kept in zip(self._records, keep) if kept]
+        self._ids = [row_id for row_id, kept in zip(self._ids, keep) if kept]
+        self._extra = [fields for fields, kept in zip(self._extra, keep) if kept]
         self._modality_codes = self._modality_codes[keep]
-        self._positions = {record["id"]: position for position, record in enumerate(self._records)}
+        self._positions = {row_id: position for position, row_id in enumerate(self._ids)}
         self._invalidate()
         return int((~keep).sum())
 
@@ -282,9 +286,9 @@ class Index:
                 self._faiss = FaissSearcher(self._store, **options)
             scores, positions = self._faiss.search(matrix, k, row_mask)
         else:
-            scores, positions = exact_search(self._store, matrix, k, row_mask)
-        ids = [[self._records[p]["id"] if p >= 0 else None for p in row] for row in positions.tolist()]
-        metadata = [[self._records[p] if p >= 0 else {} for p in row] for row in positions.tolist()]
+            scores, positions = exact_search(self._store, matrix, k, row_mask, device=options.get("device"))
+        ids = [[self._ids[p] if p >= 0 else None for p in row] for row in positions.tolist()]
+        metadata = [[self._record(p) if p >= 0 else {} for p in row] for row in positions.tolist()]
         return SearchResult(scores=scores, ids=ids, metadata=metadata)
 
     # ----------------------------------------------------------------- inspecting
@@ -297,13 +301,18 @@ class Index:
     @property
     def ids(self) -> list[Id]:
         """Every row's id, in row order."""
-        return [record["id"] for record in self._records]
+        return list(self._ids)
 
     def metadata(self, row_id: Id) -> dict[str, Any]:
         """The metadata of one row (``id``, ``modality`` and user fields)."""
         if row_id not in self._positions:
             raise InputError(f"`row_id`: {row_id!r} is not in the index")
-        return dict(self._records[self._positions[row_id]])
+        return self._record(self._positions[row_id])
+
+    def _record(self, position: int) -> dict[str, Any]:
+        """The stored form of one row's metadata: ``{"id", "modality", ...user fields}``."""
+        return {"id": self._ids[position], "modality": self._modality_names[self._modality_codes[position]],
+                **(self._extra[position] or {})}
 
     def vectors(self) -> torch.Tensor:
         """All rows as a ``[N, D]`` float32 tensor (shares memory with a single loaded shard)."""
@@ -332,7 +341,7 @@ class Index:
                     "next_id": self._next_id, "modalities": self.modality_counts(),
                     "created_by": f"anybind {anybind.__version__}"}
         shards = [shard for segment in self._store.segments for shard in split_rows(segment)]
-        write_index(path, manifest, shards, self._records)
+        write_index(path, manifest, shards, (self._record(p) for p in range(len(self))))
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True, *, verify: bool = True, backend: str | None = None) -> Index:
@@ -348,8 +357,9 @@ class Index:
                     backend_options=manifest.get("backend_options") if (backend or saved_backend) == saved_backend else None)
         for shard in stored.shards:
             index._store.append(shard)
-        index._records = stored.records
-        index._positions = {record["id"]: position for position, record in enumerate(stored.records)}
+        index._ids = [record["id"] for record in stored.records]
+        index._extra = [{k: v for k, v in record.items() if k not in RESERVED_KEYS} or None for record in stored.records]
+        index._positions = {row_id: position for position, row_id in enumerate(index._ids)}
         if len(index._positions) != len(stored.records):
             raise InputError(f"`path`: index {str(path)!r} holds duplicate ids")
         names: dict[str, int] = {}

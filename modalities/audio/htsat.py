@@ -12,6 +12,7 @@ one batch whose embeddings are averaged per clip with one scatter, never a Pytho
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -177,10 +178,10 @@ class HTSATEncoder(Encoder):
         spectrum = torch.stft(waveform, preprocess.window_size, preprocess.hop_size, preprocess.window_size,
                               window=self.stft_window, center=True, pad_mode="reflect", return_complex=True)
         power = torch.view_as_real(spectrum).pow(2).sum(-1).transpose(1, 2)  # [W, frames, freq]
-        mel = power @ self.audio_branch.logmel_extractor.melW
         extractor = self.audio_branch.logmel_extractor
-        return (10.0 * torch.log10(mel.clamp(min=extractor.amin))).unsqueeze(1) - 10.0 * float(
-            torch.log10(torch.tensor(max(extractor.amin, extractor.ref))))
+        mel = power @ extractor.melW
+        reference_db = 10.0 * math.log10(max(extractor.amin, extractor.ref))
+        return (10.0 * torch.log10(mel.clamp(min=extractor.amin))).unsqueeze(1) - reference_db
 
     def window_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The pooled HTS-AT embedding of every input: ``[W, width]`` (windows, or clips for fusion)."""

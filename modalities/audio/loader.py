@@ -207,7 +207,7 @@ def array_windows(samples: np.ndarray, preprocess: AudioPreprocess) -> list[np.n
 
 def is_audio_path(item: Any) -> bool:
     """True for str/Path-like items (file inputs), False for arrays and tensors."""
-    return isinstance(item, (str, bytes)) or hasattr(item, "__fspath__")
+    return isinstance(item, str) or hasattr(item, "__fspath__")
 
 
 def load_audio_batch(items: Sequence[Any], preprocess: AudioPreprocess, sample_rate: Any = None) -> dict[str, torch.Tensor]:

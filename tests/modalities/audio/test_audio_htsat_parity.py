@@ -52,7 +52,7 @@ def test_fusion_input_equals_laion_clap(clap_reference, monkeypatch, seconds: fl
 
 
 def test_import_reaches_htsat_without_network() -> None:
-    """Run `_fresh_process_check` in a new interpreter (clean sys.modules) under `block_sockets`."""
+    """Run `test_fresh_process_imports_htsat_offline` in a new interpreter: clean sys.modules, sockets blocked."""
     env = {**os.environ, INNER_FLAG: "1"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib",

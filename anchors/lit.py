@@ -115,8 +115,9 @@ def resolve_text_model(value: str, base_dir: Path | None = None) -> Path:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_text_model(folder: str) -> tuple[nn.Module, Any, str, int]:
-    """(frozen model, tokenizer, sha256 of the weights file, max tokens), once per process per folder."""
+def load_text_model(folder: str) -> tuple[nn.Module, Any, str, int]:
+    """(frozen transformers model, tokenizer, sha256 of its weights file, max tokens) of a text-model
+    folder, loaded once per process per folder (callers that keep the model deep-copy it)."""
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -205,7 +206,7 @@ class LiTAnchor(Anchor):
         self.config = config
         tower_config = load_tower_config(config.tower)
         folder = resolve_text_model(config.text_model, base_dir)
-        text_model, self._tokenizer, text_sha, max_tokens = _load_text_model(str(folder))
+        text_model, self._tokenizer, text_sha, max_tokens = load_text_model(str(folder))
         self.text_model = copy.deepcopy(text_model)
         self.max_tokens = int(config.max_tokens or max_tokens)
         self.dim = int(self.text_model.config.hidden_size)

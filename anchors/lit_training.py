@@ -558,13 +558,13 @@ def cached_text_vectors(texts: Sequence[str], anchor: LiTAnchor, text_model: str
     """``[N, D]`` unit-norm frozen text vectors of `texts`, kept in the on-disk anchor-vector cache
     (`anybind.train.anchor_cache`, default folder under ``$ANYBIND_HOME``) so reruns skip the text model."""
     from anybind.anchor import AnchorIdentity
-    from anybind.anchors.lit import _load_text_model, resolve_text_model
+    from anybind.anchors.lit import load_text_model, resolve_text_model
     from anybind.train.anchor_cache import AnchorVectorCache, partner_key
 
     folder = resolve_text_model(text_model)
     # The text side alone defines these vectors: key the cache by the text model, not the tower.
     identity = AnchorIdentity(kind="lit-text", config=text_model, tag=None,
-                              weights_sha256=_load_text_model(str(folder))[2])
+                              weights_sha256=load_text_model(str(folder))[2])
     cache = AnchorVectorCache.for_anchor(identity, cache_dir)
     keys = [partner_key("caption", text) for text in texts]
     first_missing: dict[str, int] = {}

@@ -24,50 +24,63 @@ def merge_topk(best_scores: torch.Tensor, best_positions: torch.Tensor, scores: 
     return top, all_positions.gather(1, where)
 
 
+def _top_k_numpy(scores: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top `k` of each row of ``[B, M]`` `scores` (best first) and the matching `positions`."""
+    if scores.shape[1] > k:
+        where = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        scores, positions = np.take_along_axis(scores, where, 1), np.take_along_axis(positions, where, 1)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(positions, order, 1)
+
+
 class StreamingTopK:
     """The running top-`k` of ``[B, R]`` score blocks that arrive chunk by chunk.
 
     The first block goes through `torch.topk`; after that only scores above each query's
     current k-th best can enter, and they are found with one comparison pass and a sparse
-    `numpy.flatnonzero` -- several times cheaper than a `topk` per block, which would
-    otherwise cost more than the matrix product itself.
+    `numpy.flatnonzero` (scores must be CPU float32) -- several times cheaper than a `topk` per block, which would
+    otherwise cost more than the matrix product itself. The small merges run in numpy, so
+    they do not wake torch's thread pool for microseconds of work.
     """
 
     def __init__(self, queries: int, k: int) -> None:
         self.k = k
-        self.scores = torch.full((queries, k), float("-inf"))
-        self.positions = torch.full((queries, k), -1, dtype=torch.long)
+        self.scores = np.full((queries, k), -np.inf, dtype=np.float32)
+        self.positions = np.full((queries, k), -1, dtype=np.int64)
         self._seen = False
-        self._mask: torch.Tensor | None = None
+        self._mask: np.ndarray | None = None
 
     def push(self, scores: torch.Tensor, start: int) -> None:
-        """Offer ``[B, R]`` `scores` of the rows at positions ``start .. start + R - 1``."""
+        """Offer ``[B, R]`` float32 `scores` of the rows at positions ``start .. start + R - 1``."""
         if not self._seen:
             top, where = scores.topk(min(self.k, scores.shape[1]), dim=1)
-            self.scores, self.positions = merge_topk(self.scores, self.positions, top, where + start, self.k)
+            self.scores, self.positions = _top_k_numpy(
+                np.concatenate([self.scores, top.numpy()], 1), np.concatenate([self.positions, where.numpy() + start], 1),
+                self.k)
             self._seen = True
             return
         if self._mask is None or self._mask.shape != scores.shape:
-            self._mask = torch.empty(scores.shape, dtype=torch.bool)
-        above = torch.gt(scores, self.scores[:, -1:], out=self._mask)
-        flat = torch.from_numpy(np.flatnonzero(above.numpy()))
+            self._mask = np.empty(scores.shape, dtype=bool)
+        # numpy's single-threaded compare is cheaper here than waking torch's thread pool
+        flat = np.flatnonzero(np.greater(scores.numpy(), self.scores[:, -1:], out=self._mask))
         if not len(flat):
             return
         width = scores.shape[1]
-        rows, columns = flat // width, flat % width
-        counts = torch.bincount(rows, minlength=len(scores))
-        first = torch.cumsum(counts, 0) - counts  # index in `flat` of each query's first hit
-        slots = torch.arange(len(flat)) - first[rows]
+        rows, columns = np.divmod(flat, width)
+        counts = np.bincount(rows, minlength=len(self.scores))
+        first = np.cumsum(counts) - counts  # index in `flat` of each query's first hit
+        slots = np.arange(len(flat)) - first[rows]
         pad = int(counts.max())
-        new_scores = torch.full((len(scores), pad), float("-inf"))
-        new_positions = torch.full((len(scores), pad), -1, dtype=torch.long)
-        new_scores[rows, slots] = scores.reshape(-1)[flat]
+        new_scores = np.full((len(self.scores), pad), -np.inf, dtype=np.float32)
+        new_positions = np.full((len(self.scores), pad), -1, dtype=np.int64)
+        new_scores[rows, slots] = scores.numpy().reshape(-1)[flat]
         new_positions[rows, slots] = columns + start
-        self.scores, self.positions = merge_topk(self.scores, self.positions, new_scores, new_positions, self.k)
+        self.scores, self.positions = _top_k_numpy(np.concatenate([self.scores, new_scores], 1),
+                                                   np.concatenate([self.positions, new_positions], 1), self.k)
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``scores [B, k]`` best first, and their row positions ``[B, k]``."""
-        return self.scores, self.positions
+        return torch.from_numpy(self.scores), torch.from_numpy(self.positions)
 
 
 def masked_scores(scores: torch.Tensor, row_mask: torch.Tensor | None, start: int) -> torch.Tensor:

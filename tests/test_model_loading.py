@@ -93,3 +93,19 @@ def test_built_preset_with_a_bad_builder(tmp_path: Path) -> None:
     preset.write_text("builder: no_such_module:build\n")
     with pytest.raises(ConfigError, match=r"`builder` 'no_such_module:build' cannot be imported"):
         anybind.load(preset, device="cpu")
+
+
+def test_bundle_whose_anchor_weights_changed_is_refused(tiny_model: anybind.BoundModel, tmp_path: Path) -> None:
+    import json
+
+    from anybind.errors import AnchorMismatchError
+
+    config = tiny_model.to_config()
+    identity = tiny_model.anchor.identity.to_dict()
+    config["info"] = {"anchor_identity": {**identity, "weights_sha256": "0" * 64}}
+    (tmp_path / "bundle.json").write_text(json.dumps(config))
+    with pytest.raises(AnchorMismatchError, match=r"trained against anchor openclip:tiny:random-init:0000"):
+        anybind.load(tmp_path, device="cpu")
+    config["info"] = {"anchor_identity": identity}
+    (tmp_path / "bundle.json").write_text(json.dumps(config))
+    assert anybind.load(tmp_path, device="cpu").anchor_key == tiny_model.anchor_key

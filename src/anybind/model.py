@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from anybind.anchor import Anchor
+from anybind.anchor import Anchor, AnchorIdentity
 from anybind.config import find_named_config, from_dict, read_data_file, to_dict
 from anybind.embeddings import Embeddings
-from anybind.errors import CheckpointError, ConfigError, InputError, InputFileError, UnknownNameError
+from anybind.errors import AnchorMismatchError, CheckpointError, ConfigError, InputError, InputFileError, UnknownNameError
 from anybind.modality import Batch, Encoder, EncoderContext, Modality
 from anybind.registry import get_anchor, get_encoder, get_modality, list_modalities
 
@@ -213,6 +213,11 @@ def load(spec: str | Path | Mapping[str, Any] = "tiny", device: str | torch.devi
         raise InputError(f"`precision`: expected 'fp32', 'bf16' or 'fp16', got {precision!r}")
     config, base_dir = resolve_spec(spec, rebuild=rebuild)
     anchor = get_anchor(config.anchor["kind"]).from_spec(config.anchor, base_dir=base_dir)
+    recorded = config.info.get("anchor_identity")
+    if isinstance(recorded, Mapping) and recorded.get("weights_sha256") not in (None, anchor.identity.weights_sha256):
+        raise AnchorMismatchError(
+            f"`spec`: the bundle's modalities were trained against anchor {AnchorIdentity.from_dict(recorded).key}, "
+            f"but its anchor spec now builds {anchor.identity.key} (were the anchor weights replaced?)")
     model = BoundModel(anchor, config, base_dir=base_dir, precision=precision)
     return model.to(torch.device(device) if device is not None else default_device())
 
@@ -327,7 +332,7 @@ class BoundModel(nn.Module):
                 torch.inference_mode(), self._autocast():
             for start in range(0, len(items), size):
                 batch = bound.modality.load(items[start:start + size], **options)
-                features = bound.encoder(_to_device(batch, self.device)).float()
+                features = bound.encoder(to_device(batch, self.device)).float()
                 chunks.append(F.normalize(features, dim=-1).cpu())
                 bar.update(min(size, len(items) - start))
         vectors = torch.cat(chunks).clone()
@@ -356,11 +361,15 @@ class BoundModel(nn.Module):
         return f"BoundModel(anchor={self.anchor_key!r}, modalities={self.modalities}, device={self.device})"
 
 
-def _to_device(batch: Batch, device: torch.device) -> Batch:
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """Move a batch (a tensor, or a dict/list/tuple of tensors) to `device`."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}  # type: ignore[misc]
+        return {k: to_device(v, device) for k, v in batch.items()}  # type: ignore[misc]
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)  # type: ignore[return-value]
+        return type(batch)(to_device(v, device) for v in batch)  # type: ignore[return-value]
     return batch
+
+
+_to_device = to_device  # former private name, kept for callers inside anybind

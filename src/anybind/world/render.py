@@ -134,7 +134,7 @@ def shade(normals: np.ndarray, positions: np.ndarray, local: np.ndarray, camera:
     rgb = base * (ambient + look.diffuse * lambert)
     if look.reflection:
         reflected = 2 * facing * normals - view
-        upness = np.clip(0.5 + 1.5 * reflected[:, 2:3], 0.0, 1.0)
+        upness = np.clip(0.5 + 4.0 * reflected[:, 2:3], 0.0, 1.0)  # a sharp horizon reads as chrome
         environment = GROUND * (1 - upness) + SKY * upness
         rgb = (1 - look.reflection) * rgb + look.reflection * environment * (0.35 + 0.65 * base)
     rgb = rgb + look.specular * highlight * (base if look.reflection else 1.0)

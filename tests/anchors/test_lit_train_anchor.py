@@ -81,3 +81,10 @@ def test_manifest_without_caption_column(world_dir: Path, tmp_path: Path) -> Non
     recipe["data"]["manifest"] = str(world_dir / "pairs" / "audio-image.csv")
     with pytest.raises(InputError, match=r"lacks column\(s\) 'caption'"):
         train_anchor(recipe)
+
+
+def test_shipped_recipe_parses() -> None:
+    from anybind.config import configs_dir
+
+    recipe = load_lit_recipe(configs_dir() / "recipes" / "anchor-lit.yaml")
+    assert recipe.kind == "lit" and recipe.train.tower == "cnn64" and Path(recipe.data.manifest).is_absolute()

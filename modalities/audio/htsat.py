@@ -115,6 +115,43 @@ def average_per_clip(features: torch.Tensor, clip_index: torch.Tensor) -> torch.
     return sums / windows.unsqueeze(1)
 
 
+def resolve_htsat(config: HTSATConfig, context: EncoderContext
+                  ) -> tuple[HTSATArchitecture, str | None, dict[str, torch.Tensor] | None]:
+    """(architecture, fusion type, CLAP audio state or None) for `config`, checked against `context`.
+
+    With `clap_checkpoint`, unset architecture/fusion are read from the checkpoint's tensors and
+    set ones must match them. Raises `ConfigError`/`CheckpointError` naming the mismatch.
+    """
+    preprocess = context.preprocess
+    if not isinstance(preprocess, AudioPreprocess):
+        raise ConfigError(f"the htsat encoder needs an audio preprocess config, got {type(preprocess).__name__}")
+    state = None
+    architecture = load_architecture(config.architecture) if config.architecture is not None else None
+    fusion = config.fusion
+    if fusion is not None and fusion not in FUSION_TYPES:
+        raise ConfigError(f"`encoder_args.fusion`: expected one of {', '.join(FUSION_TYPES)} or null, got {fusion!r}")
+    if config.clap_checkpoint is not None:
+        from anybind.modalities.audio.clap_checkpoint import check_architecture, read_clap_audio_state
+
+        state, detected = read_clap_audio_state(config.clap_checkpoint)
+        architecture = architecture or load_architecture(f"htsat-{detected.size}")
+        fusion = fusion if config.fusion is not None else detected.fusion
+        check_architecture(detected, architecture, fusion, config.clap_checkpoint)
+    architecture = architecture or load_architecture(None)
+    if (fusion is not None) != (preprocess.long_clips == "fusion"):
+        raise ConfigError(
+            f"`preprocess`: the htsat encoder {'uses' if fusion else 'does not use'} CLAP fusion "
+            f"(fusion={fusion!r}) but the audio preprocess has long_clips={preprocess.long_clips!r}; use "
+            f"{'clap-48k-fusion' if fusion else 'clap-48k'}")
+    if architecture.spec_size % preprocess.mel_bins:
+        raise ConfigError(f"`preprocess.mel_bins` {preprocess.mel_bins} must divide the htsat spec_size "
+                          f"{architecture.spec_size}")
+    if config.output == "clap" and context.dim != architecture.clap_dim:
+        raise ConfigError(f"`encoder_args.output`: 'clap' returns {architecture.clap_dim}-d CLAP embeddings "
+                          f"but the anchor has dim {context.dim}; use output: anchor (with a head)")
+    return architecture, fusion, state
+
+
 @register_encoder("audio", "htsat")
 class HTSATEncoder(Encoder):
     """LAION-CLAP's HTS-AT (tiny/base/large, optionally fusion) + CLAP projection + anchor head.
@@ -127,46 +164,19 @@ class HTSATEncoder(Encoder):
 
     def __init__(self, config: HTSATConfig, context: EncoderContext) -> None:
         super().__init__(config, context)
-        preprocess = context.preprocess
-        if not isinstance(preprocess, AudioPreprocess):
-            raise ConfigError(f"the htsat encoder needs an audio preprocess config, got {type(preprocess).__name__}")
-        state = None
-        architecture = load_architecture(config.architecture) if config.architecture is not None else None
-        fusion = config.fusion
-        if fusion is not None and fusion not in FUSION_TYPES:
-            raise ConfigError(f"`encoder_args.fusion`: expected one of {', '.join(FUSION_TYPES)} or null, got {fusion!r}")
-        if config.clap_checkpoint is not None:
-            from anybind.modalities.audio.clap_checkpoint import check_architecture, read_clap_audio_state
-
-            state, detected = read_clap_audio_state(config.clap_checkpoint)
-            architecture = architecture or load_architecture(f"htsat-{detected.size}")
-            fusion = fusion if config.fusion is not None else detected.fusion
-            check_architecture(detected, architecture, fusion, config.clap_checkpoint)
-        architecture = architecture or load_architecture(None)
-        if (fusion is not None) != (preprocess.long_clips == "fusion"):
-            raise ConfigError(
-                f"`preprocess`: the htsat encoder {'uses' if fusion else 'does not use'} CLAP fusion "
-                f"(fusion={fusion!r}) but the audio preprocess has long_clips={preprocess.long_clips!r}; use "
-                f"{'clap-48k-fusion' if fusion else 'clap-48k'}")
-        if preprocess.mel_bins * (architecture.spec_size // preprocess.mel_bins) != architecture.spec_size:
-            raise ConfigError(f"`preprocess.mel_bins` {preprocess.mel_bins} must divide the htsat spec_size "
-                              f"{architecture.spec_size}")
+        architecture, fusion, state = resolve_htsat(config, context)
         self.architecture = architecture
         self.fusion = fusion
-        self.audio_branch, self.audio_projection = build_clap_audio_modules(architecture, preprocess, fusion)
-        self.register_buffer("stft_window", torch.hann_window(preprocess.window_size), persistent=False)
+        self.audio_branch, self.audio_projection = build_clap_audio_modules(architecture, context.preprocess, fusion)
+        self.register_buffer("stft_window", torch.hann_window(context.preprocess.window_size), persistent=False)
         self._swin = SwinInference()
-        if config.output == "clap":
-            if context.dim != architecture.clap_dim:
-                raise ConfigError(f"`encoder_args.output`: 'clap' returns {architecture.clap_dim}-d CLAP embeddings "
-                                  f"but the anchor has dim {context.dim}; use output: anchor (with a head)")
-        else:
+        if config.output != "clap":
             head_in = architecture.clap_dim if config.head_input == "clap" else architecture.width
             self.head = ProjectionHead(head_in, context.dim, config.head_hidden)
         if state is not None:
             from anybind.modalities.audio.clap_checkpoint import load_clap_audio_state
 
-            load_clap_audio_state(self, state, config.clap_checkpoint)
+            load_clap_audio_state(self, state, str(config.clap_checkpoint))
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         """``[W, samples]`` -> ``[W, 1, frames, mel_bins]`` dB log-mel with CLAP's filterbank.

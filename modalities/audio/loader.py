@@ -78,13 +78,20 @@ def to_mono_float(array: Any, argument: str) -> np.ndarray:
     return samples.mean(axis=0, dtype=np.float32) if samples.ndim == 2 else samples
 
 
-def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """``[T]`` float32 at `from_rate` Hz -> float32 at `to_rate` Hz (soxr, high quality)."""
+def resample(samples: np.ndarray, from_rate: int, to_rate: int, argument: str = "inputs") -> np.ndarray:
+    """``[T]`` float32 at `from_rate` Hz -> float32 at `to_rate` Hz (soxr, high quality).
+
+    Raises `InputError` naming `argument` when the clip is shorter than one sample at `to_rate`.
+    """
     if from_rate == to_rate:
         return samples
     import soxr
 
-    return np.asarray(soxr.resample(samples, from_rate, to_rate, quality="HQ"), dtype=np.float32)
+    out = np.asarray(soxr.resample(samples, from_rate, to_rate, quality="HQ"), dtype=np.float32)
+    if out.shape[0] == 0:
+        raise InputError(f"`{argument}`: {samples.shape[0]} sample(s) at {from_rate} Hz is shorter than one sample "
+                         f"at the encoder's {to_rate} Hz")
+    return out
 
 
 def _exact_length(samples: np.ndarray, length: int) -> np.ndarray:
@@ -172,7 +179,7 @@ def read_file_windows(item: Any, argument: str, preprocess: AudioPreprocess) -> 
     with soundfile.SoundFile(str(info.path)) as handle:
         for start in starts:
             mono = _read_block(handle, start, source_window, info, argument)
-            windows.append(resample(mono, info.sample_rate, preprocess.sample_rate))
+            windows.append(resample(mono, info.sample_rate, preprocess.sample_rate, argument))
     if len(windows) == 1 and windows[0].shape[0] <= preprocess.clip_samples:
         return [fill_clip(torch.from_numpy(windows[0]), preprocess.clip_samples, preprocess.short_clips).numpy()]
     return [_exact_length(window, preprocess.clip_samples) for window in windows]
@@ -194,7 +201,11 @@ def read_file_whole(item: Any, argument: str, preprocess: AudioPreprocess) -> np
             mono = _read_block(handle, start, BLOCK_FRAMES, info, argument)
             last = start + BLOCK_FRAMES >= info.frames
             pieces.append(stream.resample_chunk(mono, last=last) if stream is not None else mono)
-    return np.concatenate(pieces).astype(np.float32, copy=False)
+    whole = np.concatenate(pieces).astype(np.float32, copy=False)
+    if whole.shape[0] == 0:
+        raise InputError(f"`{argument}`: {info.frames} sample(s) at {info.sample_rate} Hz is shorter than one sample "
+                         f"at the encoder's {preprocess.sample_rate} Hz")
+    return whole
 
 
 def array_windows(samples: np.ndarray, preprocess: AudioPreprocess) -> list[np.ndarray]:
@@ -232,7 +243,7 @@ def load_audio_batch(items: Sequence[Any], preprocess: AudioPreprocess, sample_r
                 windows = read_file_windows(item, argument, preprocess)
         elif isinstance(item, (np.ndarray, torch.Tensor)):
             rate = rate if rate is not None else check_sample_rate(sample_rate)
-            whole = resample(to_mono_float(item, argument), rate, preprocess.sample_rate)
+            whole = resample(to_mono_float(item, argument), rate, preprocess.sample_rate, argument)
             if not fusion:
                 windows = array_windows(whole, preprocess)
         else:

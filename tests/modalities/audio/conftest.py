@@ -90,3 +90,9 @@ def audio_model() -> Any:
     import anybind
 
     return anybind.load(tiny_model_config(), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def model_config_for() -> Any:
+    """`tiny_model_config`, for tests that build their own model configs."""
+    return tiny_model_config

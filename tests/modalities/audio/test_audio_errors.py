@@ -74,6 +74,8 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], tuple[Any, dict]], type, str]] = [
      r"`inputs\[0\]`: expected float or integer PCM samples, got dtype complex64"),
     ("not audio at all", lambda t: ([{"wave": 1}], {}), InputError,
      r"`inputs\[0\]`: expected an audio file path, a \[samples\] / \[channels, samples\] array"),
+    ("too short to resample", lambda t: ([np.array([0.5], np.float32)], {"sample_rate": 96000}), InputError,
+     r"`inputs\[0\]`: 1 sample\(s\) at 96000 Hz is shorter than one sample at the encoder's 16000 Hz"),
     ("unknown option", lambda t: ([_noise(0.5)], {"sample_rate": RATE, "rate": 3}), InputError,
      r"audio inputs take only the option `sample_rate`, got rate"),
 ]

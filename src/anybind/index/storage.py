@@ -11,18 +11,20 @@ Saving is atomic: the new shards and metadata are written under a fresh *generat
 to the old ones and fsynced, then ``manifest.json`` is replaced in one ``os.replace`` (a
 single-file rename is atomic on POSIX and Windows, where swapping whole folders is not), and
 only then are files of older generations deleted. A save killed at any point leaves the
-previous manifest pointing at the previous, untouched files. Every file's size and sha256 are
-checked on load, so a truncated or modified file fails with an error naming it.
+previous manifest pointing at the previous, untouched files. Two saves into one folder take
+turns (an flock on ``.lock``); a reader racing a save re-reads the new manifest. Every file's
+size and sha256 are checked on load, so a truncated or modified file fails with an error naming it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,8 +36,9 @@ from anybind.errors import InputError, InputFileError
 FORMAT = "anybind.index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+LOCK = ".lock"  # held (flock) by a saving process, so two saves into one folder take turns
 SHARD_ROWS = 1 << 20  # rows per vector shard (2 GiB at D = 512)
-_OWN_FILE = re.compile(r"^(vectors-[0-9a-f]+-\d{5}\.npy|metadata-[0-9a-f]+\.jsonl|manifest\.json\.tmp-[0-9a-f]+)$")
+_OWN_FILE = re.compile(r"^(vectors-[0-9a-f]+-\d{5}\.npy|metadata-[0-9a-f]+\.jsonl|manifest\.json\.tmp-[0-9a-f]+|\.lock)$")
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,22 @@ def _check_target(path: Path) -> None:
                                  f"({MANIFEST} missing); refusing to write into it")
 
 
+@contextlib.contextmanager
+def save_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` while saving (POSIX flock; a no-op where unavailable)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(folder / LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_index(path: str | Path, manifest: dict[str, Any], shards: Iterable[np.ndarray],
                 records: Iterable[dict[str, Any]]) -> None:
     """Atomically write an index folder at `path` (see the module docstring).
@@ -110,6 +129,12 @@ def write_index(path: str | Path, manifest: dict[str, Any], shards: Iterable[np.
     path = Path(path)
     _check_target(path)
     path.mkdir(parents=True, exist_ok=True)
+    with save_lock(path):
+        _write_generation(path, manifest, shards, records)
+
+
+def _write_generation(path: Path, manifest: dict[str, Any], shards: Iterable[np.ndarray],
+                      records: Iterable[dict[str, Any]]) -> None:
     generation = secrets.token_hex(8)
     vector_files = []
     for number, shard in enumerate(shards):
@@ -133,7 +158,7 @@ def write_index(path: str | Path, manifest: dict[str, Any], shards: Iterable[np.
     os.replace(temporary, path / MANIFEST)
     fsync_dir(path)
     for stale in path.iterdir():  # older generations and debris of killed saves
-        if _OWN_FILE.match(stale.name) and generation not in stale.name:
+        if _OWN_FILE.match(stale.name) and generation not in stale.name and stale.name != LOCK:
             try:
                 stale.unlink(missing_ok=True)
             except OSError:  # e.g. still memory-mapped on Windows; the next save retries
@@ -188,9 +213,20 @@ def read_index(path: str | Path, mmap: bool = True, verify: bool = True) -> Stor
     """Read the index folder at `path`: checks format version and (when `verify`) every checksum.
 
     With `mmap` the vector shards are memory-mapped copy-on-write (nothing is read until searched).
+    A read that races a save (the files it was about to open were replaced) starts over.
     """
     path = Path(path)
-    manifest = read_manifest(path)
+    for attempt in range(3):
+        manifest = read_manifest(path)
+        try:
+            return _read_generation(path, manifest, mmap, verify)
+        except InputFileError:
+            if attempt == 2 or read_manifest(path).get("generation") == manifest.get("generation"):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _read_generation(path: Path, manifest: dict[str, Any], mmap: bool, verify: bool) -> StoredIndex:
     entries = [*manifest["vectors"], manifest["metadata"]]
     if verify:
         for entry in entries:

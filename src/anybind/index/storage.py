@@ -47,7 +47,10 @@ class StoredIndex:
 
     manifest: dict[str, Any]
     shards: list[np.ndarray]  # float32 [rows, D] each, memory-mapped when asked
-    records: list[dict[str, Any]]  # one metadata dict per row, in row order
+    ids: list[int | str]  # per row, in row order
+    modality_names: list[str]  # distinct modalities, in order of first appearance
+    modality_codes: np.ndarray  # int32 [rows]: index into `modality_names`
+    extra: list[dict[str, Any] | None]  # per row: user metadata fields, None when there are none
 
 
 class _HashingWriter:
@@ -242,18 +245,31 @@ def _read_generation(path: Path, manifest: dict[str, Any], mmap: bool, verify: b
             raise InputFileError(f"index file {str(file)!r}: expected float32 [{entry['rows']}, {manifest['dim']}], "
                                  f"got {shard.dtype} {list(shard.shape)}")
         shards.append(shard)
-    records = []
     metadata_path = path / manifest["metadata"]["file"]
+    ids: list[int | str] = []
+    extra: list[dict[str, Any] | None] = []
+    names: dict[str, int] = {}
+    codes: list[int] = []
     try:
         with open(metadata_path, encoding="utf-8") as handle:
-            records = [json.loads(line) for line in handle if line.strip()]
+            for number, line in enumerate(handle, 1):  # parsed line by line: no list of a million dicts
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if not isinstance(record, dict) or "id" not in record or "modality" not in record:
+                    raise InputFileError(f"index file {str(metadata_path)!r}, line {number}: expected an object "
+                                         "with `id` and `modality`")
+                ids.append(record.pop("id"))
+                codes.append(names.setdefault(record.pop("modality"), len(names)))
+                extra.append(record or None)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputFileError(f"index file {str(metadata_path)!r} is unreadable or corrupt ({error})") from None
     rows = sum(len(s) for s in shards)
-    if len(records) != rows or rows != manifest["count"]:
+    if len(ids) != rows or rows != manifest["count"]:
         raise InputFileError(f"index {str(path)!r} is inconsistent: manifest count {manifest['count']}, "
-                             f"{rows} vector rows, {len(records)} metadata rows")
-    return StoredIndex(manifest=manifest, shards=shards, records=records)
+                             f"{rows} vector rows, {len(ids)} metadata rows")
+    return StoredIndex(manifest=manifest, shards=shards, ids=ids, modality_names=list(names),
+                       modality_codes=np.asarray(codes, dtype=np.int32), extra=extra)
 
 
 def split_rows(rows: np.ndarray, shard_rows: int = SHARD_ROWS) -> list[np.ndarray]:

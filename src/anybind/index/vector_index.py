@@ -357,14 +357,12 @@ class Index:
                     backend_options=manifest.get("backend_options") if (backend or saved_backend) == saved_backend else None)
         for shard in stored.shards:
             index._store.append(shard)
-        index._ids = [record["id"] for record in stored.records]
-        index._extra = [{k: v for k, v in record.items() if k not in RESERVED_KEYS} or None for record in stored.records]
+        index._ids = stored.ids
+        index._extra = stored.extra
         index._positions = {row_id: position for position, row_id in enumerate(index._ids)}
-        if len(index._positions) != len(stored.records):
+        if len(index._positions) != len(index._ids):
             raise InputError(f"`path`: index {str(path)!r} holds duplicate ids")
-        names: dict[str, int] = {}
-        codes = [names.setdefault(record["modality"], len(names)) for record in stored.records]
-        index._modality_names = list(names)
-        index._modality_codes = np.asarray(codes, dtype=np.int32)
-        index._next_id = int(manifest.get("next_id", len(stored.records)))
+        index._modality_names = stored.modality_names
+        index._modality_codes = stored.modality_codes
+        index._next_id = int(manifest.get("next_id", len(index._ids)))
         return index

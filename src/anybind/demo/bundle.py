@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -74,7 +75,8 @@ def build_default_bundle(rebuild: bool = False, recipe: str = "default", anchor:
     if rebuild:
         shutil.rmtree(work, ignore_errors=True)
     timings: dict[str, float] = {}
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    load_before = os.getloadavg()[0]  # the machine's load: the build's wall times depend on it
 
     world_dir = work / "world"
     world_info = _build_world(recipe_config, world_dir, progress)
@@ -103,11 +105,30 @@ def build_default_bundle(rebuild: bool = False, recipe: str = "default", anchor:
         bind_info[modality] = {"val": result.metrics, "steps": result.step, "logit_scale": result.logit_scale}
 
     timings["total_seconds"] = round(time.perf_counter() - start, 1)
+    timings["total_cpu_seconds"] = round(time.process_time() - start_cpu, 1)  # this process, all threads
+    timings["load_average_1min"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]  # at start, at end
     _assemble(final, anchor_dir, entries, name=f"default:{recipe}",
               info={"recipe": recipe, "world_dir": str(world_dir.resolve()), "recipe_config": to_dict(recipe_config), "world": world_info,
                     "anchor_val": anchor_metrics, "bind": bind_info, "timings": timings})
     _log(f"built in {timings['total_seconds']:.0f} s -> {final}", progress)
     return final
+
+
+def world_dir_of(bundle_dir: str | Path) -> Path:
+    """The folder of the procedural world a default bundle was trained on (files + split manifests)."""
+    from anybind.errors import InputFileError
+    from anybind.model import BUNDLE_FILE
+
+    bundle_dir = Path(bundle_dir)
+    config_file = bundle_dir / BUNDLE_FILE
+    if not config_file.is_file():
+        raise InputFileError(f"`bundle_dir`: {str(bundle_dir)!r} is not a bundle (no {BUNDLE_FILE})")
+    info = json.loads(config_file.read_text()).get("info", {})
+    world_dir = Path(info["world_dir"]) if "world_dir" in info else bundle_dir.parent / "work" / "world"
+    if not (world_dir / "world.json").is_file():
+        raise InputFileError(f"`bundle_dir`: the world of {str(bundle_dir)!r} is missing: expected "
+                             f"{str(world_dir / 'world.json')!r} (rebuild with `anybind demo --retrain`)")
+    return world_dir
 
 
 def _build_world(recipe: DemoRecipe, world_dir: Path, progress: bool) -> dict[str, Any]:
@@ -154,8 +175,10 @@ def _bind_config(modality: str, settings: dict[str, Any], world_dir: Path, ancho
                  progress: bool) -> dict[str, Any]:
     settings = dict(settings)
     train = {"device": "cpu", **settings.pop("train", {})}
-    return {"modality": modality, "model": str(anchor_dir), "output_dir": str(output_dir),
-            "data": {"manifest": str(world_dir / "pairs" / f"{modality}-image.csv")},
+    # The world's files are known good: skip the trainer's up-front load of every input.
+    data = {"check_inputs": False, **settings.pop("data", {}),
+            "manifest": str(world_dir / "pairs" / f"{modality}-image.csv")}
+    return {"modality": modality, "model": str(anchor_dir), "output_dir": str(output_dir), "data": data,
             "train": train, "eval": {"every_steps": 0}, "checkpoint": {"every_steps": 0, "keep_last": 1},
             "log": {"tensorboard": False, "progress": progress}, "name": f"world-{modality}", **settings}
 

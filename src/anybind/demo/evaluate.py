@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from anybind.config import load_templates
+from anybind.demo.bundle import world_dir_of
 from anybind.model import BUNDLE_FILE, BoundModel
 
 SEARCH_QUERIES = ("a ball", "a metallic clang", "something to drink coffee from", "a wooden table")
@@ -116,7 +117,7 @@ def evaluate_bundle(bundle_dir: str | Path, split: str = "test", searches: bool 
 
     bundle_dir = Path(bundle_dir)
     info = json.loads((bundle_dir / BUNDLE_FILE).read_text()).get("info", {})
-    world_dir = Path(info["world_dir"]) if "world_dir" in info else bundle_dir.parent / "work" / "world"
+    world_dir = world_dir_of(bundle_dir)
     world = json.loads((world_dir / "world.json").read_text())
     records = read_objects(world_dir / f"{split}.jsonl")
     model = anybind.load(bundle_dir, device="cpu")

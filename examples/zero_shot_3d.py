@@ -1,0 +1,42 @@
+"""Zero-shot 3D and depth classification with the offline default bundle: point clouds and depth
+maps of held-out world objects classified by shape (and material) from text prompts alone.
+
+Point clouds go through PointCLIP-style depth views of the anchor's image tower plus a small
+adapter trained against images; depth maps through a small CNN trained against images. Neither
+saw text. Builds the default bundle first if it is not cached (about 5 minutes on 2 CPU cores).
+Run: python examples/zero_shot_3d.py [--recipe default]
+"""
+
+import argparse
+import json
+from collections import Counter
+
+import anybind
+from anybind.demo import build_default_bundle, world_dir_of
+from anybind.world import read_objects
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--recipe", default="default", help="demo recipe of the bundle (configs/demo/)")
+args = parser.parse_args()
+
+bundle = build_default_bundle(recipe=args.recipe)
+model = anybind.load(bundle, device="cpu")
+world_dir = world_dir_of(bundle)
+classes = json.loads((world_dir / "world.json").read_text())["classes"]
+objects = read_objects(world_dir / "test.jsonl")
+
+for modality in ("pointcloud", "depth"):
+    for attribute, templates in (("shape", "world-shape"), ("material", "world-material")):
+        names = classes[attribute]
+        probabilities = model.zero_shot(modality, [o[modality] for o in objects], names, templates=templates)
+        predicted = [names[i] for i in probabilities.argmax(dim=1).tolist()]
+        hits = Counter(o[attribute] for p, o in zip(predicted, objects) if p == o[attribute])
+        accuracy = sum(hits.values()) / len(objects)
+        print(f"{modality:>10} -> {attribute:<8}: accuracy {accuracy:.3f} on {len(objects)} test objects "
+              f"(chance {1 / len(names):.3f}); most often right: {', '.join(n for n, _ in hits.most_common(3))}")
+
+example = objects[0]
+probabilities = model.zero_shot("pointcloud", [example["pointcloud"]], classes["shape"], templates="world-shape")[0]
+top = probabilities.topk(3)
+print(f"\nthe point cloud of {example['caption']!r}: " +
+      ", ".join(f"{classes['shape'][i]} {p:.2f}" for p, i in zip(top.values.tolist(), top.indices.tolist())))

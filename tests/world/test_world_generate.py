@@ -68,9 +68,12 @@ def test_captions_name_the_object(world: World) -> None:
     for i in range(N_SMALL):
         shape_words = world.config.shapes[world.shape[i]].words
         material = world.config.materials[world.material[i]]
+        material_words = material.adjectives + material.nouns
         for text in world.captions[i]:
-            assert any(word in text for word in shape_words), text
-        assert any(w in world.captions[i][0] for w in material.adjectives + material.nouns)
+            assert any(word in text for word in shape_words + material_words), text
+        first = world.captions[i][0]  # the fullest template: every attribute
+        assert any(w in first for w in shape_words) and any(w in first for w in material_words)
+        assert world.colour[i] in first and world.size[i] in first
     assert class_prompts("shape", world.config)["sphere"] == "a sphere"
 
 

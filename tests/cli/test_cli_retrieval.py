@@ -100,6 +100,10 @@ def test_classify(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (["embed", "text", "hi", "--out", "{tmp}/e", "--batch-size", "0"], r"`--batch-size`: expected a positive"),
     (["classify", "image", "{index}", "--classes", "esc-50"], r"unknown class list 'esc-50'"),
     (["classify", "image", "{index}", "--classes", "dog,,cat"], r"`--classes`: expected comma-separated"),
+    (["index", "build", "{tmp}/b.index", "-i", "text", "hi", "--memory-budget", "1GB"],
+     r"`--memory-budget` applies to `--backend faiss`, got `--backend exact`"),
+    (["index", "build", "{tmp}/b.index", "-i", "text", "hi", "--backend", "faiss", "--memory-budget", "lots"],
+     r"`memory_budget`: expected a positive byte count"),
     (["search", "{other}", "a dog"], r"`--model` 'tiny' has anchor openclip:tiny:.* but index .* holds anchor other:a"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model: Any,

@@ -32,6 +32,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_input_argument(build)
     build.add_argument("--backend", default="exact", choices=("exact", "fast", "faiss"),
                        help="search backend saved with the index (default: %(default)s)")
+    build.add_argument("--memory-budget", default=None, metavar="BYTES",
+                       help="faiss backend: memory the faiss index may use, e.g. 4GB; picks HNSW, IVF or IVF-PQ")
     add_common_options(build)
     add = actions.add_parser("add", help="embed more inputs into an existing index",
                              description="Embed inputs and add them to an existing index (saved atomically).")
@@ -67,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args)
         inputs = _inputs(args)
         if args.index_command == "build":
-            index = Index.build(model, inputs, batch_size=batch_size, backend=args.backend)
+            if args.memory_budget is not None and args.backend != "faiss":
+                raise InputError(f"`--memory-budget` applies to `--backend faiss`, got `--backend {args.backend}`")
+            options = {"memory_budget": args.memory_budget} if args.memory_budget is not None else {}
+            index = Index.build(model, inputs, batch_size=batch_size, backend=args.backend, backend_options=options)
         else:
             index = Index.load(args.path)
             index.add_inputs(model, inputs, batch_size=batch_size)

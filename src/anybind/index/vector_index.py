@@ -16,7 +16,7 @@ from anybind.anchor import AnchorIdentity
 from anybind.embeddings import check_same_anchor
 from anybind.errors import AnchorMismatchError, InputError
 from anybind.index.exact import exact_search
-from anybind.index.faiss_backend import FaissSearcher
+from anybind.index.faiss_backend import FaissSearcher, parse_bytes
 from anybind.index.quantized import QuantizedScan
 from anybind.index.results import SearchResult
 from anybind.index.storage import read_index, split_rows, write_index
@@ -43,6 +43,8 @@ def _check_backend(backend: str, options: Mapping[str, Any]) -> dict[str, Any]:
         allowed = ", ".join(BACKEND_OPTIONS[backend]) or "(none)"
         raise InputError(f"`backend_options`: unknown option(s) {', '.join(unknown)} for backend {backend!r}; "
                          f"allowed: {allowed}")
+    if "memory_budget" in options:
+        parse_bytes(options["memory_budget"])  # a bad budget fails now, not at the first search
     return dict(options)
 
 

@@ -24,7 +24,8 @@ FLAT_BELOW = 20_000  # below this many rows an exact scan is fast enough
 HNSW_LINKS = 32  # neighbours per HNSW node
 HNSW_BYTES_PER_ROW = HNSW_LINKS * 2 * 4  # graph links (two layers' worth of int32 ids, on average)
 PQ_CODE_BYTES = (64, 48, 32, 24, 16, 8, 4)  # PQ code sizes tried, largest first
-TRAIN_POINTS_PER_LIST = 64  # k-means training points per IVF list
+TRAIN_POINTS_PER_LIST = 64  # k-means training points per IVF list...
+MIN_TRAIN_POINTS = 40 * 256  # ...and at least 39+ per centroid of a PQ sub-quantizer (256 centroids)
 _UNITS = {"": 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
 
 
@@ -98,7 +99,7 @@ class FaissSearcher:
         index = faiss.index_factory(self.store.dim, factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
             lists = faiss.extract_index_ivf(index).nlist
-            sample = min(len(vectors), TRAIN_POINTS_PER_LIST * lists)
+            sample = min(len(vectors), max(TRAIN_POINTS_PER_LIST * lists, MIN_TRAIN_POINTS))
             chosen = np.random.default_rng(0).choice(len(vectors), sample, replace=False)
             index.train(vectors[np.sort(chosen)])
         index.add(vectors)

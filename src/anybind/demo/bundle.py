@@ -42,10 +42,13 @@ def anybind_home() -> Path:
 
 
 def recipe_key(recipe: DemoRecipe, anchor: dict[str, Any] | None) -> str:
-    """A short hash naming a build: the recipe, the anchor choice and the anybind version."""
+    """A short hash naming a build: the recipe, the world config, the anchor choice and the anybind version."""
     import anybind
+    from anybind.world import load_world_config
 
-    text = json.dumps({"recipe": to_dict(recipe), "anchor": anchor, "anybind": anybind.__version__}, sort_keys=True)
+    world = to_dict(load_world_config(recipe.world.get("config", "default")))
+    text = json.dumps({"recipe": to_dict(recipe), "world": world, "anchor": anchor, "anybind": anybind.__version__},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

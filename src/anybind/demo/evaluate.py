@@ -42,9 +42,13 @@ class Evaluation:
     info: dict[str, Any] = field(default_factory=dict)  # the bundle's provenance (timings, val metrics)
 
 
-def untrained_model(bundle_dir: Path, modalities: tuple[str, ...]) -> BoundModel:
-    """The bundle with `modalities` rebuilt from their random init (weights dropped): the ablation."""
+def untrained_model(bundle_dir: Path, modalities: tuple[str, ...], model: BoundModel | None = None) -> BoundModel:
+    """The bundle with `modalities` rebuilt from their random init (weights dropped): the ablation.
+
+    With `model` (the loaded bundle) its anchor is shared instead of loaded a second time.
+    """
     import anybind
+    from anybind.model import parse_model_config
     from anybind.train.bundle import portable_anchor_spec
 
     config = json.loads((bundle_dir / BUNDLE_FILE).read_text())
@@ -54,7 +58,9 @@ def untrained_model(bundle_dir: Path, modalities: tuple[str, ...]) -> BoundModel
             entry.pop("weights", None)
         elif entry.get("weights"):
             entry["weights"] = str((bundle_dir / entry["weights"]).resolve())
-    return anybind.load(config, device="cpu")
+    if model is None:
+        return anybind.load(config, device="cpu")
+    return BoundModel(model.anchor, parse_model_config(config, f"ablation of {str(bundle_dir)!r}"), base_dir=bundle_dir)
 
 
 def _recall_at_1(queries: torch.Tensor, gallery: torch.Tensor) -> float:
@@ -63,20 +69,29 @@ def _recall_at_1(queries: torch.Tensor, gallery: torch.Tensor) -> float:
     return float((best == torch.arange(len(queries))).float().mean())
 
 
-def _zero_shot_accuracy(model: BoundModel, vectors: torch.Tensor, modality: str, classes: list[str],
-                        templates: list[str], labels: torch.Tensor) -> float:
+TextCache = dict[tuple[str, tuple[str, ...], tuple[str, ...]], torch.Tensor]
+
+
+def _class_vectors(model: BoundModel, classes: list[str], templates: list[str], cache: TextCache) -> torch.Tensor:
+    """``[C, D]`` class text vectors, computed once per anchor, classes and templates (kept in `cache`)."""
     from anybind.zero_shot import class_text_vectors
 
-    text = class_text_vectors(model, classes, templates)
+    key = (model.anchor_key, tuple(classes), tuple(templates))
+    if key not in cache:
+        cache[key] = class_text_vectors(model, classes, templates)
+    return cache[key]
+
+
+def _zero_shot_accuracy(model: BoundModel, vectors: torch.Tensor, modality: str, classes: list[str],
+                        templates: list[str], labels: torch.Tensor, cache: TextCache) -> float:
+    text = _class_vectors(model, classes, templates, cache)
     return float(((vectors @ text.T).argmax(dim=1) == labels).float().mean())
 
 
 def _text_to_items_precision(model: BoundModel, vectors: torch.Tensor, classes: list[str], templates: list[str],
-                             labels: torch.Tensor, k: int = 10) -> float:
+                             labels: torch.Tensor, cache: TextCache, k: int = 10) -> float:
     """Mean over classes of the share of the top-k items retrieved by the class's text that have the class."""
-    from anybind.zero_shot import class_text_vectors
-
-    text = class_text_vectors(model, classes, templates)
+    text = _class_vectors(model, classes, templates, cache)
     top = (text @ vectors.T).topk(min(k, len(vectors)), dim=1).indices
     return float((labels[top] == torch.arange(len(classes)).unsqueeze(1)).float().mean())
 
@@ -86,7 +101,7 @@ def _embed_all(model: BoundModel, records: list[dict[str, Any]], modalities: tup
 
 
 def _modality_metrics(model: BoundModel, vectors: dict[str, torch.Tensor], records: list[dict[str, Any]],
-                      world: dict[str, Any], recipe_eval: dict[str, Any]) -> dict[str, float]:
+                      world: dict[str, Any], recipe_eval: dict[str, Any], cache: TextCache) -> dict[str, float]:
     shape_classes, material_classes = world["classes"]["shape"], world["classes"]["material"]
     shape_words = world.get("shape_words", shape_classes)
     shape_labels = torch.tensor([shape_classes.index(r["shape"]) for r in records])
@@ -98,13 +113,13 @@ def _modality_metrics(model: BoundModel, vectors: dict[str, torch.Tensor], recor
         if modality not in vectors:
             continue
         out[f"{modality}→text shape"] = _zero_shot_accuracy(model, vectors[modality], modality, shape_words,
-                                                            shape_templates, shape_labels)
+                                                            shape_templates, shape_labels, cache)
         out[f"{modality}→text material"] = _zero_shot_accuracy(model, vectors[modality], modality, material_classes,
-                                                               material_templates, material_labels)
+                                                               material_templates, material_labels, cache)
         out[f"text→{modality} shape"] = _text_to_items_precision(model, vectors[modality], shape_words,
-                                                                 shape_templates, shape_labels)
+                                                                 shape_templates, shape_labels, cache)
         out[f"text→{modality} material"] = _text_to_items_precision(model, vectors[modality], material_classes,
-                                                                    material_templates, material_labels)
+                                                                    material_templates, material_labels, cache)
         if modality != "image":
             out[f"{modality}→image"] = _recall_at_1(vectors[modality], vectors["image"])
     return out
@@ -125,10 +140,11 @@ def evaluate_bundle(bundle_dir: str | Path, split: str = "test", searches: bool 
     recipe_eval = info.get("recipe_config", {}).get("eval", {})
 
     trained_vectors = _embed_all(model, records, ("image",) + bound)
-    trained = _modality_metrics(model, trained_vectors, records, world, recipe_eval)
-    ablation = untrained_model(bundle_dir, bound)
+    cache: TextCache = {}  # the ablation shares the anchor, hence the class text vectors
+    trained = _modality_metrics(model, trained_vectors, records, world, recipe_eval, cache)
+    ablation = untrained_model(bundle_dir, bound, model)
     ablation_vectors = {"image": trained_vectors["image"], **_embed_all(ablation, records, bound)}
-    untrained = _modality_metrics(ablation, ablation_vectors, records, world, recipe_eval)
+    untrained = _modality_metrics(ablation, ablation_vectors, records, world, recipe_eval, cache)
 
     n_shapes, n_materials = len(world["classes"]["shape"]), len(world["classes"]["material"])
     chance = {"shape": 1 / n_shapes, "material": 1 / n_materials, "image": 1 / len(records)}

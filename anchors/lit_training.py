@@ -372,7 +372,7 @@ def save_lit_bundle(result: LiTResult, out_dir: str | Path, name: str = "lit",
     beside `out_dir` and swapped in, so a reader never sees half a bundle.
     """
     from anybind.model import BUNDLE_FILE, FORMAT_VERSION, MODEL_FORMAT, parse_model_config
-    from anybind.train.atomic import atomic_save_safetensors, atomic_write_json
+    from anybind.atomic import atomic_save_safetensors, atomic_write_json
 
     folder = Path(out_dir).expanduser()
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -21,6 +22,11 @@ from anybind.errors import ConfigError, InputFileError, UnknownNameError, check_
 
 T = TypeVar("T")
 DATA_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def anybind_home() -> Path:
+    """anybind's cache folder (anchor-vector caches, built bundles): ``$ANYBIND_HOME``, default ``~/.cache/anybind``."""
+    return Path(os.environ.get("ANYBIND_HOME", "~/.cache/anybind")).expanduser()
 
 
 def configs_dir() -> Path:

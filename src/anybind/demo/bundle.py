@@ -152,7 +152,7 @@ def _build_anchor(recipe: DemoRecipe, anchor: dict[str, Any] | None, world_dir: 
     if (anchor_dir / BUNDLE_FILE).is_file():
         return anchor_dir, json.loads((anchor_dir / BUNDLE_FILE).read_text()).get("info", {}).get("metrics", {})
     if anchor is not None:
-        from anybind.train.atomic import atomic_write_json
+        from anybind.atomic import atomic_write_json
 
         atomic_write_json(anchor_dir / BUNDLE_FILE, {"format": MODEL_FORMAT, "version": FORMAT_VERSION,
                                                      "name": "anchor", "anchor": anchor, "modalities": {}})

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from anybind.atomic import fsync_dir
 from anybind.errors import InputError, InputFileError
 
 FORMAT = "anybind.index"
@@ -71,20 +72,6 @@ def fsync_file(handle: BinaryIO) -> None:
     """Flush `handle` and force its bytes to disk."""
     handle.flush()
     os.fsync(handle.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    """Force a folder's entries (new names, renames) to disk; a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_file(path: Path, write: Any) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,8 +23,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from anybind.anchor import AnchorIdentity, sha256_file
+from anybind.atomic import atomic_save_safetensors, atomic_write_json
+from anybind.config import anybind_home
 from anybind.errors import AnchorMismatchError, CheckpointError
-from anybind.train.atomic import atomic_save_safetensors, atomic_write_json
 
 if TYPE_CHECKING:
     from anybind.model import BoundModel
@@ -36,9 +36,6 @@ VERIFY_TOLERANCE = 1e-3  # max |difference| between a cached and a recomputed un
 PARTNER_MODALITY = {"image": "image", "caption": "text"}  # manifest partner column -> anchor modality
 
 
-def anybind_home() -> Path:
-    """anybind's cache folder: ``$ANYBIND_HOME``, default ``~/.cache/anybind``."""
-    return Path(os.environ.get("ANYBIND_HOME", "~/.cache/anybind")).expanduser()
 
 
 def identity_digest(identity: AnchorIdentity) -> str:

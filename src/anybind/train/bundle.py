@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from anybind.model import BUNDLE_FILE, FORMAT_VERSION, MODEL_FORMAT, ModelConfig, parse_model_config
-from anybind.train.atomic import atomic_save_safetensors, atomic_write_json
+from anybind.atomic import atomic_save_safetensors, atomic_write_json
 
 LOCAL_DIR = "local-dir:"
 WEIGHTS_FOLDER = "weights"

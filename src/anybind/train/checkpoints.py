@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from anybind.errors import CheckpointError
-from anybind.train.atomic import atomic_save_safetensors
+from anybind.atomic import atomic_save_safetensors
 
 CHECKPOINT_PATTERN = re.compile(r"^step-(\d{8})\.safetensors$")
 STATE_KEY = "anybind_checkpoint"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from anybind.errors import AnchorMismatchError, ConfigError, InputError
-from anybind.train.atomic import atomic_write_bytes, atomic_write_json
+from anybind.atomic import atomic_write_bytes, atomic_write_json
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"

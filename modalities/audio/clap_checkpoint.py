@@ -23,6 +23,7 @@ import torch
 
 from anybind.anchor import sha256_file
 from anybind.errors import CheckpointError, InputFileError
+from anybind.weights import describe_mismatch
 
 if TYPE_CHECKING:
     from anybind.modalities.audio.htsat import HTSATArchitecture
@@ -167,15 +168,9 @@ def load_clap_audio_state(encoder: torch.nn.Module, state: Mapping[str, torch.Te
     Raises `CheckpointError` naming missing keys, unexpected keys and shape mismatches.
     """
     expected = {k: v for k, v in encoder.state_dict().items() if k.startswith(AUDIO_PREFIXES)}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"`{ARGUMENT}`: {str(source)!r} does not match the htsat encoder: missing keys {missing[:8]}"
-            f"{' ...' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
-            f"{' ...' if len(unexpected) > 8 else ''}" + (f", shape mismatches {shapes[:4]}" if shapes else ""))
+    mismatch = describe_mismatch(expected, state)
+    if mismatch:
+        raise CheckpointError(f"`{ARGUMENT}`: {str(source)!r} does not match the htsat encoder: {mismatch}")
     result = encoder.load_state_dict(dict(state), strict=False)
     leftover = [k for k in result.missing_keys if k.startswith(AUDIO_PREFIXES)]
     if leftover or result.unexpected_keys:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +25,7 @@ from anybind.embeddings import Embeddings
 from anybind.errors import AnchorMismatchError, CheckpointError, ConfigError, InputError, InputFileError, UnknownNameError
 from anybind.modality import Batch, Encoder, EncoderContext, Modality
 from anybind.registry import get_anchor, get_encoder, get_modality, list_modalities
+from anybind.weights import describe_mismatch, seeded
 
 if TYPE_CHECKING:
     from anybind.index import Index, SearchResult
@@ -147,16 +148,6 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.random.set_rng_state(state)
-
-
 def load_encoder_weights(encoder: nn.Module, path: Path, argument: str) -> None:
     """Load a safetensors state dict strictly into `encoder`, naming missing/unexpected keys."""
     from safetensors.torch import load_file
@@ -167,16 +158,10 @@ def load_encoder_weights(encoder: nn.Module, path: Path, argument: str) -> None:
         state = load_file(str(path))
     except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"`{argument}`: {str(path)!r} is not a readable safetensors file ({error})") from None
-    expected = encoder.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"`{argument}`: {str(path)!r} does not match the encoder {type(encoder).__name__}: "
-            f"missing keys {missing[:8]}, unexpected keys {unexpected[:8]}"
-            + (f", shape mismatches {shapes[:4]}" if shapes else ""))
+    mismatch = describe_mismatch(encoder.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"`{argument}`: {str(path)!r} does not match the encoder {type(encoder).__name__}: "
+                              f"{mismatch}")
     encoder.load_state_dict(state, strict=True)
 
 
@@ -190,7 +175,7 @@ def build_modality(name: str, entry: ModalityConfig | Mapping[str, Any], anchor:
     encoder_cls = get_encoder(name, encoder_name)
     preprocess = modality_cls.resolve_preprocess(entry.preprocess, anchor)
     encoder_config = from_dict(encoder_cls.Config, entry.encoder_args, f"`modalities.{name}.encoder_args`")
-    with _seeded(entry.seed):
+    with seeded(entry.seed):
         encoder = encoder_cls(encoder_config, EncoderContext(anchor=anchor, preprocess=preprocess))
     if entry.weights:
         weights = Path(entry.weights)

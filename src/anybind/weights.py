@@ -1,0 +1,38 @@
+"""Helpers shared by everything that builds or loads weights: seeded random init and strict
+state-dict comparison with messages that name the keys."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+import torch
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block (e.g. a model's random init) with torch's CPU RNG seeded, then restore the caller's RNG."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def describe_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor],
+                      limit: int = 8) -> str | None:
+    """None when `given` has exactly the keys and shapes of `expected`; else a message naming the
+    missing keys, unexpected keys and shape mismatches (at most `limit` of each)."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = [f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
+              for k in sorted(set(given) & set(expected)) if given[k].shape != expected[k].shape]
+    if not (missing or unexpected or shapes):
+        return None
+
+    def listed(names: list[str]) -> str:
+        return f"{names[:limit]}{' ...' if len(names) > limit else ''}"
+
+    return (f"missing keys {listed(missing)}, unexpected keys {listed(unexpected)}"
+            + (f", shape mismatches {shapes[:limit // 2]}" if shapes else ""))

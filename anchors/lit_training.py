@@ -372,7 +372,7 @@ def save_lit_bundle(result: LiTResult, out_dir: str | Path, name: str = "lit",
     beside `out_dir` and swapped in, so a reader never sees half a bundle.
     """
     from anybind.model import BUNDLE_FILE, FORMAT_VERSION, MODEL_FORMAT, parse_model_config
-    from anybind.atomic import atomic_save_safetensors, atomic_write_json
+    from anybind.atomic import atomic_save_safetensors, atomic_write_json, swap_in_folder
 
     folder = Path(out_dir).expanduser()
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -389,14 +389,7 @@ def save_lit_bundle(result: LiTResult, out_dir: str | Path, name: str = "lit",
     try:
         atomic_save_safetensors(temp / TOWER_FILE, tower_weights_tensors(result.tower, result.logit_scale))
         atomic_write_json(temp / BUNDLE_FILE, bundle)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-            temp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            temp.rename(folder)
+        swap_in_folder(temp, folder)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,3 +63,22 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+def swap_in_folder(staging: Path, folder: Path) -> Path:
+    """Put the fully written folder `staging` at `folder`, replacing any old one.
+
+    Each step is a rename, so `folder` is always either the old complete folder or the new one
+    (a reader may find it missing for the instant between the two renames, never half-written).
+    """
+    fsync_dir(staging)
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        folder.rename(old)
+        staging.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(folder)
+    fsync_dir(folder.parent)
+    return folder

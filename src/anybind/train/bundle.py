@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from anybind.model import BUNDLE_FILE, FORMAT_VERSION, MODEL_FORMAT, ModelConfig, parse_model_config
-from anybind.atomic import atomic_save_safetensors, atomic_write_json
+from anybind.atomic import atomic_save_safetensors, atomic_write_json, swap_in_folder
 
 LOCAL_DIR = "local-dir:"
 WEIGHTS_FOLDER = "weights"
@@ -80,14 +80,7 @@ def write_bundle(folder: str | Path, *, anchor_spec: Mapping[str, Any],
                 "modalities": entries, "info": dict(info or {})}
         parse_model_config(data, f"bundle {str(folder)!r}")
         atomic_write_json(temp / BUNDLE_FILE, data)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-            temp.rename(folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            temp.rename(folder)
+        swap_in_folder(temp, folder)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise

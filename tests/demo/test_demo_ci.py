@@ -84,7 +84,8 @@ def test_cached_rerun_is_fast_and_returns_the_same_bundle(built: dict[str, Any])
                              "--report", str(built["report"]), "--json"])
     assert code == 0 and output["bundle"] == str(bundle)
     assert output["seconds"]["build_or_load"] < 5.0
-    assert output["metrics"] == built["output"]["metrics"]  # evaluation is deterministic
+    assert output["metrics"] == built["output"]["metrics"]  # same numbers, from the cached test vectors
+    assert (bundle.parent / "eval-test-vectors.safetensors").is_file()
 
 
 def test_lit_anchor_learned_text_to_image(built: dict[str, Any]) -> None:

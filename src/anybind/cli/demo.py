@@ -61,5 +61,10 @@ def run(args: argparse.Namespace) -> int:
         query = search["query"] if search["query_modality"] == "text" else Path(search["query"]).name
         hits = ", ".join(f"{h.metadata.get('caption', h.id)} ({h.score:.2f})" for h in search["hits"])
         print(f"  {search['query_modality']} {query!r} -> {search['target']}: {hits}")
+    timings = evaluation.info.get("timings", {})
+    stages = ", ".join(f"{k.removesuffix('_seconds')} {v:.0f} s" for k, v in timings.items()
+                       if k.endswith("_seconds") and k != "total_seconds" and isinstance(v, (int, float)))
+    if stages:
+        print(f"\nfirst build of this bundle: {timings.get('total_seconds', 0):.0f} s ({stages})")
     print(f"\nbundle: {bundle}\nreport: {report}\ntime: {total:.1f} s (build or load {built:.1f} s)")
     return 0

@@ -189,6 +189,7 @@ def _bind_config(modality: str, settings: dict[str, Any], world_dir: Path, ancho
 def _assemble(final: Path, anchor_dir: Path, entries: dict[str, tuple[dict[str, Any], None]], name: str,
               info: dict[str, Any]) -> None:
     """Write the final bundle: the anchor's files copied in, each modality's weights copied in."""
+    from anybind.atomic import swap_in_folder
     from anybind.train.bundle import write_bundle
 
     anchor_spec = json.loads((anchor_dir / "bundle.json").read_text())["anchor"]
@@ -199,11 +200,4 @@ def _assemble(final: Path, anchor_dir: Path, entries: dict[str, tuple[dict[str, 
         if item.name != "bundle.json":
             copy = shutil.copytree if item.is_dir() else shutil.copy2
             copy(item, staging / item.name)
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        staging.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(final)
+    swap_in_folder(staging, final)

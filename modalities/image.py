@@ -62,6 +62,7 @@ class ImageModality(Modality):
     default_encoder = "anchor"
     default_batch_size = 64
     default_templates = "image"
+    item_ndim = 3  # [3, H, W] float tensor or [H, W, 3] uint8 array; [N, ...] is a batch
 
     @classmethod
     def resolve_preprocess(cls, spec: Any, anchor: Any) -> ImagePreprocess:
@@ -108,14 +109,6 @@ class ImageModality(Modality):
             raise InputError(f"`{argument}`: image has zero size {tuple(tensor.shape)}")
         check_finite(tensor, argument)
         return tensor_transform(tensor.float().cpu(), self.preprocess)
-
-    def as_items(self, inputs: Any) -> list[Any]:
-        """A ``[N, 3, H, W]`` tensor is N images; anything else as in `Modality.as_items`."""
-        if isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
-            if inputs.shape[0] == 0:
-                raise InputError(f"`inputs` for modality 'image': expected {self.accepts}, got an empty batch")
-            return list(inputs)
-        return super().as_items(inputs)
 
 
 @register_encoder("image", "anchor")

@@ -11,7 +11,6 @@ constants live in ``configs/preprocess/audio/`` (``clap-48k``, ``clap-48k-fusion
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,19 +37,13 @@ class AudioModality(Modality):
     default_batch_size = 8
     default_templates = "audio"
 
+    item_ndim = 1  # a [T] clip; a single [N, T] array is N mono clips (pass multi-channel clips in a list)
+
     def as_items(self, inputs: Any) -> list[Any]:
-        """A path or list of items as usual; a single ``[T]`` array is one clip, ``[N, T]`` is N mono clips."""
-        if isinstance(inputs, (np.ndarray, torch.Tensor)):
-            if inputs.ndim == 1:
-                return [inputs]
-            if inputs.ndim == 2:
-                if inputs.shape[0] == 0:
-                    raise InputError(f"`inputs` for modality 'audio': expected {self.accepts}, got an empty batch")
-                return list(inputs)
+        """As `Modality.as_items`; arrays of more than 2 dimensions are refused."""
+        if isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim > 2:
             raise InputError(f"`inputs`: expected a [samples] or [N, samples] array (or a list of clips), "
                              f"got shape {tuple(inputs.shape)}")
-        if isinstance(inputs, (str, Path)):
-            return [inputs]
         return super().as_items(inputs)
 
     def load(self, items: Sequence[Any], **options: Any) -> dict[str, torch.Tensor]:

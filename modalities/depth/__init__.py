@@ -55,15 +55,7 @@ class DepthModality(Modality):
     default_batch_size = 32
     default_templates = "depth"
 
-    def as_items(self, inputs: Any) -> list[Any]:
-        """A ``[B, H, W]`` array/tensor is B maps; an ``[H, W]`` one is one map."""
-        if isinstance(inputs, (np.ndarray, torch.Tensor)):
-            if inputs.ndim == 3 and inputs.shape[0] != 1:
-                if inputs.shape[0] == 0:
-                    raise InputError(f"`inputs` for modality 'depth': expected {self.accepts}, got an empty batch")
-                return list(inputs)
-            return [inputs]
-        return super().as_items(inputs)
+    item_ndim = 2  # an [H, W] map; [B, H, W] is B maps
 
     def load(self, items: Sequence[Any], **options: Any) -> dict[str, torch.Tensor]:
         """Items -> masked, resized disparity maps and their validity masks (CPU)."""

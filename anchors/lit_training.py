@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -372,10 +370,9 @@ def save_lit_bundle(result: LiTResult, out_dir: str | Path, name: str = "lit",
     beside `out_dir` and swapped in, so a reader never sees half a bundle.
     """
     from anybind.model import BUNDLE_FILE, FORMAT_VERSION, MODEL_FORMAT, parse_model_config
-    from anybind.atomic import atomic_save_safetensors, atomic_write_json, swap_in_folder
+    from anybind.atomic import atomic_save_safetensors, atomic_write_json, staged_folder
 
     folder = Path(out_dir).expanduser()
-    folder.parent.mkdir(parents=True, exist_ok=True)
     tower_name = result.config.tower if isinstance(result.config.tower, str) else "custom"
     text_name = Path(result.config.text_model).name
     bundle = {"format": MODEL_FORMAT, "version": FORMAT_VERSION, "name": name,
@@ -385,14 +382,9 @@ def save_lit_bundle(result: LiTResult, out_dir: str | Path, name: str = "lit",
               "info": {"trained_by": "anybind.anchors.lit_training", "seconds": round(result.seconds, 1),
                        "train_config": to_dict(result.config), "metrics": result.metrics, **dict(info or {})}}
     parse_model_config(bundle, f"bundle {str(folder)!r}")
-    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+    with staged_folder(folder) as temp:
         atomic_save_safetensors(temp / TOWER_FILE, tower_weights_tensors(result.tower, result.logit_scale))
         atomic_write_json(temp / BUNDLE_FILE, bundle)
-        swap_in_folder(temp, folder)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -10,16 +10,14 @@ Run: python examples/any_to_any.py [--recipe default]
 import argparse
 
 import anybind
-from anybind.demo import build_default_bundle, world_dir_of
-from anybind.world import read_objects
+from anybind.demo import load_demo_world
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--recipe", default="default", help="demo recipe of the bundle (configs/demo/)")
 args = parser.parse_args()
 
-bundle = build_default_bundle(recipe=args.recipe)
-model = anybind.load(bundle, device="cpu")
-objects = read_objects(world_dir_of(bundle) / "test.jsonl")
+demo = load_demo_world(args.recipe)
+model, objects = demo.model, demo.test_objects
 
 index = anybind.Index(model)
 for modality in ("image", "audio", "pointcloud", "depth"):

@@ -8,22 +8,17 @@ Run: python examples/zero_shot_3d.py [--recipe default]
 """
 
 import argparse
-import json
 from collections import Counter
 
-import anybind
-from anybind.demo import build_default_bundle, world_dir_of
-from anybind.world import read_objects
+from anybind.demo import load_demo_world
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--recipe", default="default", help="demo recipe of the bundle (configs/demo/)")
 args = parser.parse_args()
 
-bundle = build_default_bundle(recipe=args.recipe)
-model = anybind.load(bundle, device="cpu")
-world_dir = world_dir_of(bundle)
-classes = json.loads((world_dir / "world.json").read_text())["classes"]
-objects = read_objects(world_dir / "test.jsonl")
+demo = load_demo_world(args.recipe)
+model, objects = demo.model, demo.test_objects
+classes = demo.classes
 
 for modality in ("pointcloud", "depth"):
     for attribute, templates in (("shape", "world-shape"), ("material", "world-material")):

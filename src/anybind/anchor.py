@@ -7,6 +7,7 @@ identities never mix.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,8 +72,8 @@ def sha256_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-class Anchor(nn.Module):
-    """A frozen image+text embedding space. Subclasses implement the four abstract members.
+class Anchor(nn.Module, abc.ABC):
+    """A frozen image+text embedding space. Subclasses implement the four abstract methods.
 
     Attributes set by subclasses: `identity`, `dim` (embedding width D), `image_preprocess`,
     `logit_scale` (the anchor's own image-text logit scale, a float, never applied to vectors),
@@ -87,24 +88,24 @@ class Anchor(nn.Module):
     spec: dict[str, Any]
 
     @classmethod
+    @abc.abstractmethod
     def from_spec(cls, spec: Mapping[str, Any], base_dir: Path | None = None) -> Anchor:
         """Build the anchor from its config mapping (the ``anchor:`` block of a preset or bundle).
 
         `base_dir` resolves relative file paths (a bundle's folder).
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` normalized pixels -> ``[B, D]`` image features (not yet normalized)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def tokenize(self, texts: list[str]) -> torch.Tensor | dict[str, torch.Tensor]:
         """Strings -> the token tensors `encode_tokens` takes (CPU)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def encode_tokens(self, tokens: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Tokens from `tokenize` -> ``[B, D]`` text features (not yet normalized)."""
-        raise NotImplementedError
 
     def freeze(self) -> Anchor:
         """Put the anchor in eval mode with gradients off; it stays so (`train()` is a no-op)."""

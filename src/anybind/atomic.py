@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +82,18 @@ def swap_in_folder(staging: Path, folder: Path) -> Path:
         staging.rename(folder)
     fsync_dir(folder.parent)
     return folder
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield a fresh temp folder beside `folder` to fill; on success swap it in (`swap_in_folder`),
+    on any error delete it, so `folder` is only ever the old or the new complete folder."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        yield temp
+        swap_in_folder(temp, folder)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise

@@ -19,6 +19,7 @@ A plugin module defines::
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ class EncoderContext:
         return self.anchor.dim
 
 
-class Modality:
+class Modality(abc.ABC):
     """Turns user inputs of one modality into batches for its encoders.
 
     Subclasses set the class attributes and implement `load`. `as_items` may be overridden for
@@ -106,12 +107,12 @@ class Modality:
                              f"{'batch' if hasattr(inputs, 'ndim') else 'list'}")
         return items
 
+    @abc.abstractmethod
     def load(self, items: Sequence[Any], **options: Any) -> Batch:
         """A chunk of user items -> one batch (tensor or dict of tensors, on CPU) for the encoder."""
-        raise NotImplementedError
 
 
-class Encoder(nn.Module):
+class Encoder(nn.Module, abc.ABC):
     """Backbone + head mapping a modality batch to ``[B, D]`` anchor-space features.
 
     Convention: the trainable projection into the anchor is `self.head`; anything else is the
@@ -139,8 +140,9 @@ class Encoder(nn.Module):
         """The frozen anchor (not a submodule: its weights are not saved with the encoder)."""
         return self._context.anchor  # type: ignore[no-any-return]
 
-    def forward(self, batch: Batch) -> torch.Tensor:  # noqa: D102
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """A batch from the modality's `load` -> ``[B, D]`` features (not yet normalized)."""
 
     def head_parameters(self) -> list[nn.Parameter]:
         """The parameters of the head (what ``train: head`` optimizes)."""

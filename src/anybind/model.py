@@ -25,7 +25,7 @@ from anybind.embeddings import Embeddings
 from anybind.errors import AnchorMismatchError, CheckpointError, ConfigError, InputError, InputFileError, UnknownNameError
 from anybind.modality import Batch, Encoder, EncoderContext, Modality
 from anybind.registry import get_anchor, get_encoder, get_modality, list_modalities
-from anybind.weights import describe_mismatch, seeded
+from anybind.weights import describe_mismatch, read_safetensors, seeded
 
 if TYPE_CHECKING:
     from anybind.index import Index, SearchResult
@@ -150,14 +150,7 @@ def default_device() -> torch.device:
 
 def load_encoder_weights(encoder: nn.Module, path: Path, argument: str) -> None:
     """Load a safetensors state dict strictly into `encoder`, naming missing/unexpected keys."""
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise InputFileError(f"`{argument}`: weights file {str(path)!r} does not exist")
-    try:
-        state = load_file(str(path))
-    except Exception as error:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"`{argument}`: {str(path)!r} is not a readable safetensors file ({error})") from None
+    state = read_safetensors(path, argument)
     mismatch = describe_mismatch(encoder.state_dict(), state)
     if mismatch:
         raise CheckpointError(f"`{argument}`: {str(path)!r} does not match the encoder {type(encoder).__name__}: "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import torch
 
@@ -36,3 +37,18 @@ def describe_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, 
 
     return (f"missing keys {listed(missing)}, unexpected keys {listed(unexpected)}"
             + (f", shape mismatches {shapes[:limit // 2]}" if shapes else ""))
+
+
+def read_safetensors(path: Path, argument: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; `InputFileError`/`CheckpointError` naming `argument` if it
+    is missing or unreadable."""
+    from safetensors.torch import load_file
+
+    from anybind.errors import CheckpointError, InputFileError
+
+    if not path.is_file():
+        raise InputFileError(f"`{argument}`: weights file {str(path)!r} does not exist")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"`{argument}`: {str(path)!r} is not a readable safetensors file ({error})") from None

@@ -9,7 +9,8 @@ import argparse
 import dataclasses
 from typing import Any
 
-from anybind.cli import add_common_options, print_json
+from anybind.cli import print_json
+from anybind.cli.run_options import add_run_options, apply_run_overrides
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -19,19 +20,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Train a modality's encoder against the frozen anchor on a paired manifest, as the recipe "
                     "(YAML) says; writes checkpoints, metrics and a bundle folder `anybind.load` reads.")
     parser.add_argument("config", help="recipe file (YAML/JSON), e.g. configs/recipes/audio-cnn.yaml")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in the output folder from its newest checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="replace a run already in the output folder")
     parser.add_argument("--model", default=None,
                         help="override the recipe's base `model` (preset name, model config or bundle folder)")
-    parser.add_argument("--manifest", default=None, help="override `data.manifest` (relative to the working folder)")
-    parser.add_argument("--val-manifest", default=None, help="override `data.val_manifest`")
-    parser.add_argument("--output-dir", default=None, help="override the recipe's `output_dir`")
-    parser.add_argument("--steps", type=int, default=None, help="override `train.steps`")
-    parser.add_argument("--stop-after", type=int, default=None, metavar="N",
-                        help="stop after N steps in this call (checkpoint kept, resume later)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_common_options(parser, model=False)
+    add_run_options(parser)
     return parser
 
 
@@ -41,22 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from anybind.train import bind, load_bind_config
 
-    config = load_bind_config(args.config)
-    train = config.train
-    if args.device is not None:
-        train = dataclasses.replace(train, device=args.device)
-    if args.batch_size is not None:
-        train = dataclasses.replace(train, batch_size=args.batch_size)
-    if args.steps is not None:
-        train = dataclasses.replace(train, steps=args.steps, epochs=None)
-    data = config.data
-    if args.manifest is not None:
-        data = dataclasses.replace(data, manifest=str(Path(args.manifest).resolve()))
-    if args.val_manifest is not None:
-        data = dataclasses.replace(data, val_manifest=str(Path(args.val_manifest).resolve()))
-    config = dataclasses.replace(config, train=train, data=data)
-    if args.output_dir is not None:
-        config = dataclasses.replace(config, output_dir=str(Path(args.output_dir).resolve()))
+    config = apply_run_overrides(load_bind_config(args.config), args)
     if args.model is not None:
         model = Path(args.model)
         config = dataclasses.replace(config, model=str(model.resolve()) if model.exists() else args.model)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 from typing import Any
 
-from anybind.cli import add_common_options, print_json
+from anybind.cli import print_json
+from anybind.cli.run_options import add_run_options, apply_run_overrides
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -23,17 +23,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "(all-MiniLM-L6-v2) on an image-caption manifest (columns input,caption[,split]); writes "
                     "checkpoints, metrics.csv and a bundle folder that `anybind train` can bind modalities to.")
     parser.add_argument("config", help="recipe file (YAML/JSON): output_dir, data.manifest, train.{tower,epochs,...}")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in the output folder from its newest checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="replace a run already in the output folder")
-    parser.add_argument("--manifest", default=None, help="override `data.manifest` (relative to the working folder)")
-    parser.add_argument("--val-manifest", default=None, help="override `data.val_manifest`")
-    parser.add_argument("--output-dir", default=None, help="override the recipe's `output_dir`")
-    parser.add_argument("--steps", type=int, default=None, help="override `train.steps`")
-    parser.add_argument("--stop-after", type=int, default=None, metavar="N",
-                        help="stop after N steps in this call (checkpoint kept, resume later)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_common_options(parser, model=False)
+    add_run_options(parser)
     return parser
 
 
@@ -41,22 +31,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the recipe, apply command-line overrides, and train."""
     from anybind.anchors.lit_training import load_lit_recipe, train_anchor
 
-    recipe = load_lit_recipe(args.config)
-    train = recipe.train
-    if args.device is not None:
-        train = dataclasses.replace(train, device=args.device)
-    if args.batch_size is not None:
-        train = dataclasses.replace(train, batch_size=args.batch_size)
-    if args.steps is not None:
-        train = dataclasses.replace(train, steps=args.steps)
-    data = recipe.data
-    if args.manifest is not None:
-        data = dataclasses.replace(data, manifest=str(Path(args.manifest).resolve()))
-    if args.val_manifest is not None:
-        data = dataclasses.replace(data, val_manifest=str(Path(args.val_manifest).resolve()))
-    recipe = dataclasses.replace(recipe, train=train, data=data)
-    if args.output_dir is not None:
-        recipe = dataclasses.replace(recipe, output_dir=str(Path(args.output_dir).resolve()))
+    recipe = apply_run_overrides(load_lit_recipe(args.config), args)
     if args.no_progress or args.json:
         recipe = dataclasses.replace(recipe, progress=False)
     result = train_anchor(recipe, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after)

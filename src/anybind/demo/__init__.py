@@ -5,3 +5,4 @@ from anybind.demo.bundle import DemoRecipe as DemoRecipe
 from anybind.demo.bundle import build_default_bundle as build_default_bundle
 from anybind.demo.bundle import world_dir_of as world_dir_of
 from anybind.demo.evaluate import evaluate_bundle as evaluate_bundle
+from anybind.demo.bundle import load_demo_world as load_demo_world

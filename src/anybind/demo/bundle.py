@@ -201,3 +201,24 @@ def _assemble(final: Path, anchor_dir: Path, entries: dict[str, tuple[dict[str, 
             copy = shutil.copytree if item.is_dir() else shutil.copy2
             copy(item, staging / item.name)
     swap_in_folder(staging, final)
+
+
+@dataclass
+class DemoWorld:
+    """The default bundle loaded with what its examples need: the world's classes and test objects."""
+
+    model: Any  # the loaded `BoundModel`
+    classes: dict  # attribute ("shape", "material", ...) -> class names
+    test_objects: list  # held-out object records (file paths, captions, labels)
+
+
+def load_demo_world(recipe: str = "default") -> DemoWorld:
+    """Build (or find cached) the default bundle of `recipe`, load it on CPU, and read its world's test split."""
+    import anybind
+    from anybind.world import read_objects
+
+    bundle = build_default_bundle(recipe=recipe)
+    world_dir = world_dir_of(bundle)
+    return DemoWorld(model=anybind.load(bundle, device="cpu"),
+                     classes=json.loads((world_dir / "world.json").read_text())["classes"],
+                     test_objects=read_objects(world_dir / "test.jsonl"))

@@ -10,7 +10,6 @@ and writes them atomically (built in a temp folder, then swapped in).
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 
 from anybind.model import BUNDLE_FILE, FORMAT_VERSION, MODEL_FORMAT, ModelConfig, parse_model_config
-from anybind.atomic import atomic_save_safetensors, atomic_write_json, swap_in_folder
+from anybind.atomic import atomic_save_safetensors, atomic_write_json, staged_folder
 
 LOCAL_DIR = "local-dir:"
 WEIGHTS_FOLDER = "weights"
@@ -61,9 +60,7 @@ def write_bundle(folder: str | Path, *, anchor_spec: Mapping[str, Any],
     gets that file copied in. The config is validated with `parse_model_config` before writing.
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+    with staged_folder(folder) as temp:
         entries: dict[str, dict[str, Any]] = {}
         for modality, (entry, state) in modalities.items():
             entry = dict(entry)
@@ -80,8 +77,4 @@ def write_bundle(folder: str | Path, *, anchor_spec: Mapping[str, Any],
                 "modalities": entries, "info": dict(info or {})}
         parse_model_config(data, f"bundle {str(folder)!r}")
         atomic_write_json(temp / BUNDLE_FILE, data)
-        swap_in_folder(temp, folder)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return folder

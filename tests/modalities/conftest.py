@@ -1,4 +1,4 @@
-"""Run these tests with one torch thread: on a shared, busy CPU, more threads only contend."""
+"""Run the modality tests with one torch thread: on a shared, busy CPU, more threads only contend."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def main() -> None:
         evaluate_lit,
         train_lit,
     )
-    from anybind.world import class_prompts, generate_world
+    from anybind.demo.world import class_prompts, generate_world
 
     generate_world(4, seed=0)  # warm the mesh and config caches
     start = time.perf_counter()

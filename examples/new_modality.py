@@ -1,6 +1,7 @@
 """Bind a modality anybind does not ship — IMU-like 6-channel motion signals — in one file.
 
-1. register the ``imu`` modality (loader + preprocessing) and a small 1-D CNN encoder;
+1. register the ``wearable`` modality (loader + preprocessing; a name of its own, since anybind ships an
+   ImageBind-style ``imu`` modality) and a small 1-D CNN encoder;
 2. generate motion recordings of 8 activities, each paired with a caption ("a person running");
 3. bind the encoder to the frozen anchor of the ``tiny`` preset with `anybind.train.bind`;
 4. load the resulting bundle with `anybind.load` and retrieve captions from held-out recordings.
@@ -56,7 +57,7 @@ class IMUPreprocess:
     version: int = 1
 
 
-@anybind.register_modality("imu")
+@anybind.register_modality("wearable")
 class IMU(anybind.Modality):
     """6-channel motion recordings: ``.npy`` files or arrays of shape ``[channels, samples]``."""
 
@@ -90,7 +91,7 @@ class Conv1dConfig:
     width: int = 64
 
 
-@anybind.register_encoder("imu", "conv1d")
+@anybind.register_encoder("wearable", "conv1d")
 class IMUConv1d(anybind.Encoder):
     """Three strided 1-D convolutions, global average pooling, a linear head into the anchor space."""
 
@@ -158,7 +159,7 @@ def main() -> None:
     print(f"wrote {8 * 40} recordings of {len(ACTIVITIES)} activities to {work / 'data'}")
 
     recipe = {
-        "modality": "imu", "encoder": "conv1d", "model": "tiny", "output_dir": str(work / "run"),
+        "modality": "wearable", "encoder": "conv1d", "model": "tiny", "output_dir": str(work / "run"),
         "preprocess": {"channels": 6, "length": 128, "scale": 2.0},
         "data": {"manifest": str(manifest), "val_fraction": 0.2},
         "train": {"batch_size": 32, "steps": args.steps, "lr": 3e-3, "warmup_steps": 10, "weight_decay": 0.05},
@@ -174,15 +175,15 @@ def main() -> None:
     rng = np.random.default_rng(1234)  # fresh recordings never seen in training
     truth = [activity for activity in ACTIVITIES for _ in range(10)]
     recordings = [make_recording(activity, rng) for activity in truth]
-    imu_vectors = model.embed("imu", recordings)
+    imu_vectors = model.embed("wearable", recordings)
     caption_vectors = model.embed("text", [caption(a) for a in ACTIVITIES])
     nearest = (imu_vectors @ caption_vectors.T).argmax(dim=1)
     names = list(ACTIVITIES)
     recall = float(np.mean([names[i] == t for i, t in zip(nearest.tolist(), truth)]))
     print(f"IMU -> caption retrieval on {len(truth)} new recordings: R@1 = {recall:.2f} "
           f"(chance {1 / len(ACTIVITIES):.2f})")
-    print(f"validation during training: R@1 imu->text {result.metrics['val_r1_modality_to_anchor']:.2f}, "
-          f"text->imu {result.metrics['val_r1_anchor_to_modality']:.2f}")
+    print(f"validation during training: R@1 wearable->text {result.metrics['val_r1_modality_to_anchor']:.2f}, "
+          f"text->wearable {result.metrics['val_r1_anchor_to_modality']:.2f}")
 
 
 if __name__ == "__main__":

@@ -43,3 +43,19 @@ def test_the_blocker_really_blocks() -> None:
         urllib.request.urlopen("http://127.0.0.1:9", timeout=2)
     """)
     assert result.returncode != 0 and "network access attempted" in result.stderr
+
+
+def test_lit_anchor_loads_real_minilm_with_sockets_blocked_and_no_offline_variables() -> None:
+    # The LiT anchor's text side is the real all-MiniLM-L6-v2 from its PyPI package: it must load in a fresh
+    # interpreter with HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE unset (this file's runner strips them) and no sockets.
+    result = run_without_network("""
+        import os, anybind
+        assert "HF_HUB_OFFLINE" not in os.environ and "TRANSFORMERS_OFFLINE" not in os.environ
+        model = anybind.load({"format": "anybind.model", "anchor": {"kind": "lit", "tower": "tiny"}}, device="cpu")
+        vectors = model.embed("text", ["a ball", "a sphere", "a wooden table"])
+        print(tuple(vectors.shape), round(float(vectors[0] @ vectors[1]), 3))
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "network access attempted" not in result.stderr
+    shape, cosine = result.stdout.split(") ")
+    assert shape == "(3, 384" and abs(float(cosine) - 0.591) < 2e-3  # the real model: golden cosine (test_lit_anchor)

@@ -8,6 +8,7 @@ Quick start::
 """
 
 from anybind.anchor import Anchor as Anchor
+from anybind.config import add_config_dir as add_config_dir
 from anybind.anchor import AnchorIdentity as AnchorIdentity
 from anybind.embeddings import Embeddings as Embeddings
 from anybind.errors import AnchorMismatchError as AnchorMismatchError

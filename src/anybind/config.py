@@ -50,15 +50,45 @@ def read_data_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+_added_config_dirs: list[Path] = []  # folders from `add_config_dir`, searched after the shipped configs
+
+
+def add_config_dir(path: str | Path) -> None:
+    """Search `path` for named configs too, after the shipped ones (like open_clip's `add_model_config`).
+
+    `path` has the shipped layout: ``presets/``, ``preprocess/<modality>/``, ``templates/``,
+    ``classes/``... Plugin packages that ship a ``configs/`` folder next to their module are added
+    by the registry when the plugin is discovered. Adding the same folder twice is a no-op.
+    """
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise InputFileError(f"`path`: expected a config folder, got {str(folder)!r} "
+                             f"({'not a folder' if folder.exists() else 'does not exist'})")
+    folder = folder.resolve()
+    if folder not in _added_config_dirs:
+        _added_config_dirs.append(folder)
+
+
+def config_dirs() -> list[Path]:
+    """Every folder named configs are looked up in: the shipped `configs/` first, then added ones."""
+    return [configs_dir(), *_added_config_dirs]
+
+
 def find_named_config(folder: str, name: str, kind: str) -> Path:
-    """The file `configs/<folder>/<name>.{yaml,yml,json}`; raise `UnknownNameError` listing what exists."""
-    base = configs_dir() / folder
-    for suffix in DATA_SUFFIXES:
-        candidate = base / f"{name}{suffix}"
-        if candidate.is_file():
-            return candidate
-    known = sorted(p.stem for p in base.glob("*") if p.suffix in DATA_SUFFIXES) if base.is_dir() else []
-    raise UnknownNameError(unknown_name_message(kind, name, known))
+    """The first `<config dir>/<folder>/<name>.{yaml,yml,json}` over `config_dirs()`.
+
+    Raises `UnknownNameError` listing the names that exist in any of them.
+    """
+    known: set[str] = set()
+    for root in config_dirs():
+        base = root / folder
+        for suffix in DATA_SUFFIXES:
+            candidate = base / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate
+        if base.is_dir():
+            known.update(p.stem for p in base.glob("*") if p.suffix in DATA_SUFFIXES)
+    raise UnknownNameError(unknown_name_message(kind, name, sorted(known)))
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -85,10 +115,18 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if args and len(args) != len(value):
             raise ConfigError(f"{where}: expected a list of {len(args)} values, got {len(value)}")
         return tuple(_coerce(v, a, where) for v, a in zip(value, args or [Any] * len(value)))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin in (dict, Mapping) or annotation is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        if len(args) != 2:
+            return dict(value)
+        return {_coerce(k, args[0], f"{where} key {k!r}"): _coerce(v, args[1], f"{where}.{k}")
+                for k, v in value.items()}
     if dataclasses.is_dataclass(annotation) and isinstance(value, Mapping):
         return from_dict(annotation, value, where)
     if origin is typing.Literal:

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from anybind.config import load_named, load_templates
+from anybind.embedder import Embedder
 from anybind.errors import InputError
 from anybind.modality import describe
 
-if TYPE_CHECKING:
-    from anybind.model import BoundModel
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def resolve_class_names(class_names: Sequence[str] | str) -> list[str]:
     return list(class_names)
 
 
-def resolve_templates(model: BoundModel, modality: str, templates: Sequence[str] | str | None) -> list[str]:
+def resolve_templates(model: Embedder, modality: str, templates: Sequence[str] | str | None) -> list[str]:
     """Templates as given, a template-set name, or the modality's default set (config, then class)."""
     if templates is None:
         bound = model.bound(modality)
@@ -74,7 +73,7 @@ def resolve_templates(model: BoundModel, modality: str, templates: Sequence[str]
     return list(templates)
 
 
-def class_text_vectors(model: BoundModel, class_names: Sequence[str], templates: Sequence[str],
+def class_text_vectors(model: Embedder, class_names: Sequence[str], templates: Sequence[str],
                        batch_size: int | None = None) -> torch.Tensor:
     """``[C, D]`` unit-norm anchor text vectors: each class's prompt vectors averaged, re-normalized."""
     prompts = [template.format(name) for name in class_names for template in templates]
@@ -83,7 +82,7 @@ def class_text_vectors(model: BoundModel, class_names: Sequence[str], templates:
     return F.normalize(per_class, dim=-1)
 
 
-def zero_shot(model: BoundModel, modality: str, inputs: Any, class_names: Sequence[str] | str,
+def zero_shot(model: Embedder, modality: str, inputs: Any, class_names: Sequence[str] | str,
               templates: Sequence[str] | str | None = None, *, batch_size: int | None = None,
               **options: Any) -> torch.Tensor:
     """Zero-shot class probabilities ``[N, C]`` (rows sum to 1) of `inputs` of `modality`.

@@ -22,7 +22,7 @@ def lit_model() -> anybind.BoundModel:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from anybind.world import generate_world
+    from anybind.demo.world import generate_world
     from anybind.anchors.lit_training import LiTTrainConfig, save_lit_bundle, train_lit
 
     world = generate_world(40, seed=5, config="default")

@@ -16,7 +16,7 @@ from anybind.errors import ConfigError, InputError
 
 @pytest.fixture(scope="module")
 def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from anybind.world import generate_world
+    from anybind.demo.world import generate_world
 
     folder = tmp_path_factory.mktemp("world")
     generate_world(30, seed=4, out_dir=folder)

@@ -31,9 +31,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("demo")
     report = folder / "report.html"
     start = time.perf_counter()
-    code, output = _run_cli(["demo", "--recipe", "ci", "--home", str(folder / "home"), "--report", str(report), "--json"])
+    home = folder / "anybind-home" / "bundles"  # where `anybind.load("default")`'s builder looks under $ANYBIND_HOME
+    code, output = _run_cli(["demo", "--recipe", "ci", "--home", str(home), "--report", str(report), "--json"])
     assert code == 0
-    return {"output": output, "home": folder / "home", "report": report, "seconds": time.perf_counter() - start}
+    return {"output": output, "home": home, "report": report, "seconds": time.perf_counter() - start}
 
 
 def _run_cli(argv: list[str]) -> tuple[int, dict[str, Any]]:
@@ -122,3 +123,26 @@ def test_results_table_layout() -> None:
 def test_bad_inputs(tmp_path: Path, call: Any, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         call(tmp_path)
+
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+@pytest.mark.parametrize(("script", "expected"), [
+    ("zero_shot_audio.py", r"audio -> text material: accuracy ([0-9.]+) on \d+ test sounds \(chance ([0-9.]+)\)"),
+    ("zero_shot_3d.py", r"pointcloud -> shape\s*: accuracy ([0-9.]+) on \d+ test objects \(chance ([0-9.]+)\)"),
+    ("any_to_any.py", None),
+])
+def test_demo_examples_run_on_the_ci_bundle(built: dict[str, Any], script: str, expected: str | None) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ANYBIND_HOME": str(built["home"].parent)}
+    result = subprocess.run([sys.executable, str(EXAMPLES / script), "--recipe", "ci"], capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[anybind default bundle]" not in result.stdout  # it used the bundle the demo built, built nothing
+    if expected is not None:
+        accuracy, chance = map(float, re.search(expected, result.stdout).groups())  # type: ignore[union-attr]
+        assert accuracy > chance

@@ -90,7 +90,9 @@ def test_killed_save_leaves_the_old_index_intact(tmp_path: Path) -> None:
     survivor = Index.load(path)
     assert len(survivor) == 30 and survivor.modality_counts() == {"image": 15, "text": 15}
     make_index(10).save(path)  # the next save cleans the debris
-    assert len(list(path.glob("vectors-*.npy"))) == 2 and sorted(p.name for p in path.iterdir()) != before
+    manifest = json.loads((path / "manifest.json").read_text())
+    named = {entry["file"] for entry in [*manifest["vectors"], manifest["metadata"]]}
+    assert {p.name for p in path.iterdir()} == named | {"manifest.json", ".lock"}  # no shard of the killed save
 
 
 def test_concurrent_saves_take_turns(tmp_path: Path) -> None:

@@ -11,19 +11,58 @@ import anybind
 from anybind.train import bind
 from anybind.train.run_dir import read_metrics
 
-RECALL_MARGIN = 0.4  # validation R@1 must beat chance by this much
+BASELINE_MARGIN = 0.1  # trained R@1 may trail the closed-form least-squares map by at most this much
+MIN_RECALL = 0.75  # and must reach this in absolute terms (chance is about 0.03)
+
+
+def least_squares_recall(manifest: Path, model, val_fraction: float = 0.25, seed: int = 0) -> float:  # type: ignore[no-untyped-def]
+    """Validation R@1 (modality -> anchor) of the closed-form least-squares map inputs -> anchor vectors.
+
+    The toy inputs are a noisy linear mix of their partners' anchor vectors, so this is the recall a
+    correct linear binding reaches on the same split; a half-broken loss lands well below it.
+    """
+    import numpy as np
+
+    from anybind.train.evaluation import paired_recall
+    from anybind.train.manifest import read_pairs, split_pairs
+
+    train, val = split_pairs(read_pairs(manifest, partner_columns=("image", "caption")).pairs, val_fraction, seed)
+
+    def arrays(pairs):  # type: ignore[no-untyped-def]
+        inputs = torch.from_numpy(np.stack([np.load(p.input) for p in pairs])).double()
+        texts = [p.partner for p in pairs if p.partner_kind == "caption"]
+        images = [p.partner for p in pairs if p.partner_kind == "image"]
+        vectors = {"caption": iter(model.embed("text", texts).as_subclass(torch.Tensor).tolist() if texts else []),
+                   "image": iter(model.embed("image", images).as_subclass(torch.Tensor).tolist() if images else [])}
+        anchor = torch.tensor([next(vectors[p.partner_kind]) for p in pairs], dtype=torch.float64)
+        return torch.cat([inputs, torch.ones(len(pairs), 1, dtype=torch.float64)], dim=1), anchor
+
+    train_x, train_y = arrays(train)
+    val_x, val_y = arrays(val)
+    weights = torch.linalg.lstsq(train_x, train_y).solution
+    predicted = torch.nn.functional.normalize(val_x @ weights, dim=-1).float()
+    metrics = paired_recall(predicted, val_y.float(), [str(p.input) for p in val], [p.partner for p in val])
+    return metrics["r1_modality_to_anchor"]
+
+
+@pytest.fixture(scope="module")
+def baseline_r1(toy_data: Path, base_model) -> float:  # type: ignore[no-untyped-def]
+    """The least-squares baseline's validation R@1 on the shared toy data."""
+    return least_squares_recall(toy_data, base_model)
 
 
 def test_binding_lowers_loss_lifts_recall_and_writes_a_usable_bundle(toy, toy_data, base_model, tiny_anchor_file,
-                                                                     tmp_path: Path) -> None:
-    config = toy.recipe(tmp_path, toy_data, model=str(tiny_anchor_file), templates="image")
+                                                                     baseline_r1: float, tmp_path: Path) -> None:
+    config = toy.recipe(tmp_path, toy_data, model=str(tiny_anchor_file), templates="image", train={"steps": 160})
     result = bind(config, base_model=base_model)
     rows = read_metrics(result.output_dir)
     assert rows[0]["train_loss"] > 1.5 * rows[-1]["train_loss"]
     chance = result.metrics["val_chance_r1_modality_to_anchor"]
     assert chance < 0.1
-    assert result.metrics["val_r1_modality_to_anchor"] > chance + RECALL_MARGIN
-    assert result.metrics["val_r1_anchor_to_modality"] > chance + RECALL_MARGIN
+    print(f"val R@1 trained {result.metrics['val_r1_modality_to_anchor']:.3f} / "
+          f"{result.metrics['val_r1_anchor_to_modality']:.3f}, least squares {baseline_r1:.3f}, chance {chance:.3f}")
+    assert result.metrics["val_r1_modality_to_anchor"] >= max(MIN_RECALL, baseline_r1 - BASELINE_MARGIN)
+    assert result.metrics["val_r1_anchor_to_modality"] >= max(MIN_RECALL, baseline_r1 - BASELINE_MARGIN)
     assert rows[-1]["val_r1_modality_to_anchor"] == pytest.approx(result.metrics["val_r1_modality_to_anchor"], abs=1e-5)
     assert 0 < rows[-1]["temperature"] == pytest.approx(1 / result.logit_scale, rel=1e-4)
 
@@ -44,7 +83,6 @@ def test_binding_lowers_loss_lifts_recall_and_writes_a_usable_bundle(toy, toy_da
 
 
 def test_bundle_is_zero_shot_classifiable(toy, toy_data, base_model, tiny_anchor_file, tmp_path: Path) -> None:
-    pytest.importorskip("anybind.zero_shot")
     config = toy.recipe(tmp_path, toy_data, model=str(tiny_anchor_file), train={"steps": 2})
     result = bind(config, base_model=base_model)
     bundle = anybind.load(result.bundle_dir, device="cpu")
@@ -54,14 +92,15 @@ def test_bundle_is_zero_shot_classifiable(toy, toy_data, base_model, tiny_anchor
     assert torch.allclose(probabilities.sum(dim=-1), torch.ones(3), atol=1e-4)
 
 
-def test_siglip_loss_option_also_binds(toy, toy_data, base_model, tiny_anchor_file, tmp_path: Path) -> None:
+def test_siglip_loss_option_also_binds(toy, toy_data, base_model, tiny_anchor_file, baseline_r1: float,
+                                       tmp_path: Path) -> None:
     config = toy.recipe(tmp_path, toy_data, model=str(tiny_anchor_file), loss={"kind": "siglip"},
-                        train={"steps": 40, "lr": 1e-2})
+                        train={"steps": 200, "lr": 1e-2})
     result = bind(config, base_model=base_model)
     rows = read_metrics(result.output_dir)
     assert rows[0]["train_loss"] > rows[-1]["train_loss"]
-    chance = result.metrics["val_chance_r1_modality_to_anchor"]
-    assert result.metrics["val_r1_modality_to_anchor"] > chance + RECALL_MARGIN
+    print(f"siglip val R@1 {result.metrics['val_r1_modality_to_anchor']:.3f}, least squares {baseline_r1:.3f}")
+    assert result.metrics["val_r1_modality_to_anchor"] >= max(MIN_RECALL, baseline_r1 - BASELINE_MARGIN)
 
 
 def test_bf16_accumulation_and_head_only_training(toy, toy_data, base_model, tiny_anchor_file, tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def anybind_home() -> Path:
 def recipe_key(recipe: DemoRecipe, anchor: dict[str, Any] | None) -> str:
     """A short hash naming a build: the recipe, the world config, the anchor choice and the anybind version."""
     import anybind
-    from anybind.world import load_world_config
+    from anybind.demo.world import load_world_config
 
     world = to_dict(load_world_config(recipe.world.get("config", "default")))
     text = json.dumps({"recipe": to_dict(recipe), "world": world, "anchor": anchor, "anybind": anybind.__version__},
@@ -135,7 +135,7 @@ def world_dir_of(bundle_dir: str | Path) -> Path:
 
 
 def _build_world(recipe: DemoRecipe, world_dir: Path, progress: bool) -> dict[str, Any]:
-    from anybind.world import generate_world
+    from anybind.demo.world import generate_world
 
     summary = world_dir / "world.json"
     if not summary.is_file():
@@ -160,7 +160,7 @@ def _build_anchor(recipe: DemoRecipe, anchor: dict[str, Any] | None, world_dir: 
     import numpy as np
     from PIL import Image
 
-    from anybind.world import read_objects
+    from anybind.demo.world import read_objects
     from anybind.anchors.lit_training import LiTTrainConfig, save_lit_bundle, train_lit
 
     _log("training the LiT image tower against frozen all-MiniLM-L6-v2", progress)
@@ -215,7 +215,7 @@ class DemoWorld:
 def load_demo_world(recipe: str = "default") -> DemoWorld:
     """Build (or find cached) the default bundle of `recipe`, load it on CPU, and read its world's test split."""
     import anybind
-    from anybind.world import read_objects
+    from anybind.demo.world import read_objects
 
     bundle = build_default_bundle(recipe=recipe)
     world_dir = world_dir_of(bundle)

@@ -166,7 +166,7 @@ def _split_vectors(bundle_dir: Path, split: str, model: BoundModel, ablation: Bo
 def evaluate_bundle(bundle_dir: str | Path, split: str = "test", searches: bool = True) -> Evaluation:
     """Evaluate the default bundle in `bundle_dir` on its world's `split` (see module docstring)."""
     import anybind
-    from anybind.world import read_objects
+    from anybind.demo.world import read_objects
 
     bundle_dir = Path(bundle_dir)
     info = json.loads((bundle_dir / BUNDLE_FILE).read_text()).get("info", {})

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from anybind.anchor import AnchorIdentity
 from anybind.embeddings import check_same_anchor
+from anybind.embedder import Embedder
 from anybind.errors import AnchorMismatchError, InputError
 from anybind.index.exact import exact_search
 from anybind.index.faiss_backend import FaissSearcher, parse_bytes
@@ -23,8 +24,6 @@ from anybind.index.storage import read_index, split_rows, write_index
 from anybind.index.vectors import VectorStore
 from anybind.modality import describe
 
-if TYPE_CHECKING:
-    from anybind.model import BoundModel
 
 BACKENDS = ("exact", "fast", "faiss")
 BACKEND_OPTIONS = {"exact": ("device",), "fast": ("candidates",),
@@ -72,7 +71,7 @@ class Index:
     in practice), ``"faiss"`` (approximate IVF/HNSW/IVF-PQ chosen from a memory budget).
     """
 
-    def __init__(self, anchor: BoundModel | AnchorIdentity | str, dim: int | None = None, *,
+    def __init__(self, anchor: Embedder | AnchorIdentity | str, dim: int | None = None, *,
                  backend: str = "exact", backend_options: Mapping[str, Any] | None = None) -> None:
         identity: AnchorIdentity | None
         if isinstance(anchor, AnchorIdentity):
@@ -104,7 +103,7 @@ class Index:
 
     # ----------------------------------------------------------------- building
     @classmethod
-    def build(cls, model: BoundModel, inputs: Mapping[str, Any], *, batch_size: int | None = None,
+    def build(cls, model: Embedder, inputs: Mapping[str, Any], *, batch_size: int | None = None,
               progress: bool | None = None, backend: str = "exact",
               backend_options: Mapping[str, Any] | None = None, **options: Any) -> Index:
         """Embed ``{"audio": files, "image": files, "text": strings, ...}`` with `model` into a new index.
@@ -116,7 +115,7 @@ class Index:
         index.add_inputs(model, inputs, batch_size=batch_size, progress=progress, **options)
         return index
 
-    def add_inputs(self, model: BoundModel, inputs: Mapping[str, Any], *, batch_size: int | None = None,
+    def add_inputs(self, model: Embedder, inputs: Mapping[str, Any], *, batch_size: int | None = None,
                    progress: bool | None = None, **options: Any) -> list[Id]:
         """Embed ``{"audio": files, "text": strings, ...}`` with `model` and add them; returns the new ids.
 

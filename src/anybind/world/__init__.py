@@ -1,17 +1,18 @@
-"""A procedural multimodal world: objects that exist as an image, a depth map, a point cloud,
-an impact sound and captions, deterministic from a seed.
+"""Deprecated alias of `anybind.demo.world` (the procedural world is demo data; it moved there).
 
-    from anybind.world import generate_world
-    world = generate_world(3000, seed=0, out_dir="world")   # arrays in memory + files/manifests
-    world.images, world.depth, world.points, world.sounds, world.captions, world.shape, world.split
-
-Classes, materials, colours, sizes, caption templates and the material looks/sounds are data in
-``configs/world/default.yaml``.
+``import anybind.world`` and ``from anybind.world.files import read_objects`` keep working and
+warn once; new code imports `anybind.demo.world`.
 """
 
-from anybind.world.captions import class_prompts as class_prompts
-from anybind.world.config import WorldConfig as WorldConfig
-from anybind.world.config import load_world_config as load_world_config
-from anybind.world.files import read_objects as read_objects
-from anybind.world.generate import World as World
-from anybind.world.generate import generate_world as generate_world
+import importlib
+import sys
+import warnings
+
+from anybind.demo.world import *  # noqa: F403  (the alias re-exports the public names)
+from anybind.demo.world import __all__ as __all__
+
+warnings.warn("`anybind.world` moved to `anybind.demo.world`; import it from there",
+              DeprecationWarning, stacklevel=2)
+
+for _name in ("captions", "config", "files", "generate", "render", "shapes", "sound"):
+    sys.modules[f"{__name__}.{_name}"] = importlib.import_module(f"anybind.demo.world.{_name}")

@@ -28,9 +28,13 @@ def test_probabilities_match_manual_template_ensemble(tiny_model: Any) -> None:
 
 
 def test_class_list_name_and_default_templates(tiny_model: Any) -> None:
-    probabilities = zero_shot(tiny_model, "image", IMAGES[:1], "nyu-depth-v2-scenes")
-    assert probabilities.shape == (1, 10)
-    assert load_templates("image")  # the image modality's default set was used
+    probabilities = zero_shot(tiny_model, "image", IMAGES[:2], "nyu-depth-v2-scenes")
+    assert probabilities.shape == (2, 10)
+    classes = list(load_class_list("nyu-depth-v2-scenes").classes)
+    default_set = zero_shot(tiny_model, "image", IMAGES[:2], classes, templates=list(load_templates("image")))
+    torch.testing.assert_close(probabilities, default_set)  # the image modality's default set was used
+    other_set = zero_shot(tiny_model, "image", IMAGES[:2], classes, templates=["{}"])
+    assert not torch.allclose(probabilities, other_set)  # ...and the templates make a difference
 
 
 @pytest.mark.parametrize(("name", "count", "first", "last"), [

@@ -32,7 +32,7 @@ from anybind.atomic import atomic_write_bytes
 from anybind.errors import InputError
 
 if TYPE_CHECKING:
-    from anybind.world.generate import World
+    from anybind.demo.world.generate import World
 
 DEPTH_FORMATS = ("png16", "npy")
 WORLD_FILE = "world.json"
@@ -103,7 +103,7 @@ def write_world(world: World, out_dir: str | Path, depth_format: str = "png16") 
         path = root / "pairs" / f"{pair_name}-image.csv"
         _atomic_text(path, _csv_text(("input", "image", "split"), rows))
         written[f"pairs/{pair_name}-image"] = path
-    summary = {"format": "anybind.world", "version": 1, "seed": world.seed, "n_objects": len(world),
+    summary = {"format": "anybind.demo.world", "version": 1, "seed": world.seed, "n_objects": len(world),
                "counts": {s: int((world.split == s).sum()) for s in world.config.splits},
                "classes": {kind: list(world.class_names(kind)) for kind in ("shape", "material", "colour", "size")},
                "image_size": world.config.image_size, "sample_rate": world.config.sample_rate,

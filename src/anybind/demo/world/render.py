@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anybind.world.config import MaterialLook
+from anybind.demo.world.config import MaterialLook
 
 SKY = np.array([0.80, 0.86, 0.95])  # environment colour reflected by upward-facing metal
 GROUND = np.array([0.22, 0.20, 0.18])  # environment colour reflected by downward-facing metal

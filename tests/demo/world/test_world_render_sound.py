@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anybind.world import load_world_config
-from anybind.world.render import Camera, background, render
-from anybind.world.shapes import canonical_mesh, posed_mesh_arrays, shape_names
-from anybind.world.sound import decay_time, dominant_frequency, impact_sound
+from anybind.demo.world import load_world_config
+from anybind.demo.world.render import Camera, background, render
+from anybind.demo.world.shapes import canonical_mesh, posed_mesh_arrays, shape_names
+from anybind.demo.world.sound import decay_time, dominant_frequency, impact_sound
 
 CONFIG = load_world_config()
 

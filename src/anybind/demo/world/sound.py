@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import lfilter
 
-from anybind.world.config import MaterialSound
+from anybind.demo.world.config import MaterialSound
 
 LN_1000 = float(np.log(1000.0))  # -60 dB in nepers: decay rate = ln(1000) / t60
 MAX_PARTIAL_FRACTION = 0.45  # partials above this fraction of the sample rate are dropped

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from anybind.errors import InputError
-from anybind.world import World, class_prompts, generate_world, load_world_config, read_objects
+from anybind.demo.world import World, class_prompts, generate_world, load_world_config, read_objects
 
 N_SMALL = 32
 

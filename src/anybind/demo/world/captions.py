@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from anybind.world.config import WorldConfig
+from anybind.demo.world.config import WorldConfig
 
 
 def caption(template: str, shape: str, material: str, colour: str, size: str, config: WorldConfig,

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from anybind.errors import InputError
-from anybind.world.captions import captions_for
-from anybind.world.config import WorldConfig, load_world_config
-from anybind.world.render import Camera, background, render
-from anybind.world.shapes import posed_mesh_arrays, sample_surface
+from anybind.demo.world.captions import captions_for
+from anybind.demo.world.config import WorldConfig, load_world_config
+from anybind.demo.world.render import Camera, background, render
+from anybind.demo.world.shapes import posed_mesh_arrays, sample_surface
 
 LABELS = ("shape", "material", "colour", "size")
 STRETCH_JITTER = 0.1  # per-axis aspect jitter of an instance: factor in [1 - j, 1 + j]
@@ -85,8 +85,8 @@ class World:
                      sounds=pick(self.sounds))
 
     def write(self, out_dir: str | Path, depth_format: str = "png16") -> dict[str, Path]:
-        """Write every object's files and the per-split manifests; see `anybind.world.files`."""
-        from anybind.world.files import write_world
+        """Write every object's files and the per-split manifests; see `anybind.demo.world.files`."""
+        from anybind.demo.world.files import write_world
 
         self.files = write_world(self, out_dir, depth_format=depth_format)
         return self.files
@@ -112,7 +112,7 @@ def _balanced(count: int, n_classes: int, rng: np.random.Generator) -> np.ndarra
 def _object(index: int, seed: int, shape: str, material: str, colour: str, size: str,
             config: WorldConfig) -> tuple[Any, ...]:
     """Generate one object's media from its own RNG stream ``(seed, index)``."""
-    from anybind.world.sound import impact_sound
+    from anybind.demo.world.sound import impact_sound
 
     rng = np.random.default_rng([seed, index])
     low, high = config.sizes[size]

@@ -8,7 +8,6 @@ preprocessing, weights and logit scale. Image and text always come from the anch
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from anybind.anchor import Anchor, AnchorIdentity
+from anybind.builders import run_builder
 from anybind.config import find_named_config, from_dict, read_data_file, to_dict
 from anybind.embeddings import Embeddings
 from anybind.errors import AnchorMismatchError, CheckpointError, ConfigError, InputError, InputFileError, UnknownNameError
@@ -93,23 +93,19 @@ def parse_model_config(data: Mapping[str, Any], where: str) -> ModelConfig:
 class BuiltPreset:
     """A preset whose model is built (trained) on first use and cached, e.g. ``default``.
 
-    The preset file holds ``builder: "package.module:function"`` and ``args``; the function is
-    called as ``function(rebuild=..., **args)`` and returns the folder of a bundle it made.
+    The preset file holds ``builder: <name>`` and ``args``; `<name>` is a builder registered in
+    `anybind.builders` (never an import path: config files are data). The builder is called as
+    ``builder(rebuild=..., **args)`` and returns the folder of a bundle it made.
     """
 
-    builder: str  # "module:function" returning a bundle folder
+    builder: str  # name of a registered builder (see anybind.builders.list_builders())
     args: dict = field(default_factory=dict)  # keyword arguments of the builder
     description: str = ""
 
 
 def _run_builder(data: Mapping[str, Any], where: str, rebuild: bool) -> Path:
     preset = from_dict(BuiltPreset, data, where)
-    module_name, _, function_name = preset.builder.partition(":")
-    try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"{where}: `builder` {preset.builder!r} cannot be imported ({error})") from None
-    return Path(function(rebuild=rebuild, **preset.args))
+    return run_builder(preset.builder, preset.args, rebuild, where)
 
 
 def resolve_spec(spec: str | Path | Mapping[str, Any], rebuild: bool = False) -> tuple[ModelConfig, Path | None]:

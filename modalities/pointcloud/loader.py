@@ -8,6 +8,7 @@ area weighting. In memory: arrays/tensors ``[N, C]`` and trimesh objects.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,11 @@ def read_pcd(path: Path, argument: str) -> np.ndarray:
 
 def read_array_file(path: Path, argument: str) -> np.ndarray:
     """The ``[N, C]`` array in a ``.npy`` file, or in a ``.npz`` (key ``points``, ``xyz``, or its only array)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+        raise InputFileError(f"`{argument}`: {str(path)!r} is not a .npy/.npz file (it does not start with the numpy "
+                             f"or zip magic bytes; got {magic!r})")
     try:
         data = np.load(path, allow_pickle=False, mmap_mode="r")  # .npy: only the rows used are read
         if isinstance(data, np.ndarray):
@@ -186,7 +192,7 @@ def read_array_file(path: Path, argument: str) -> np.ndarray:
             return data[key]
     except InputFileError:
         raise
-    except (OSError, ValueError, EOFError, KeyError) as error:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise InputFileError(f"`{argument}`: {str(path)!r} is not a readable numpy file ({error})") from None
 
 

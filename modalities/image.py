@@ -79,7 +79,9 @@ def load_image_file(item: Any, argument: str) -> Image.Image:
         with opened_file as opened:
             width, height = opened.size
             if width * height > MAX_IMAGE_PIXELS and opened.format == "JPEG":
-                scale = (MAX_IMAGE_PIXELS / (width * height)) ** 0.5
+                # draft picks the strongest DCT reduction whose size is still >= the request, which is
+                # below twice the request per side: asking for half the fitting size keeps it within the limit.
+                scale = (MAX_IMAGE_PIXELS / (width * height)) ** 0.5 / 2
                 opened.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
                 width, height = opened.size
             size_error = _size_error(width, height, argument, what)

@@ -168,7 +168,9 @@ def _read_block(handle: Any, start: int, frames: int, info: AudioFileInfo, argum
                              f"{min(frames, info.frames - start)} frames at offset {start}, read {block.shape[0]}")
     if block.shape[0] == 0:
         raise InputFileError(f"`{argument}`: audio file {str(info.path)!r} holds no samples (zero-length audio)")
-    return to_mono_float(block.T, argument)
+    # A file may hold any number of channels (they are labelled by its header): mix them here, so
+    # the array check for [channels, samples] (at most MAX_CHANNELS) never applies to files.
+    return to_mono_float(block.mean(axis=1, dtype=np.float32), argument)
 
 
 def source_windows(read: Callable[[int, int], np.ndarray], frames: int, rate: int, preprocess: AudioPreprocess,

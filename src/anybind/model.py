@@ -144,6 +144,33 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None, argument: str = "device") -> torch.device:
+    """`device` as a usable `torch.device` (None: `default_device()`); `InputError` naming `argument`
+    for a malformed string or a device this machine does not have (e.g. ``cuda:7`` without CUDA)."""
+    if device is None:
+        return default_device()
+    if not isinstance(device, (str, torch.device)):
+        raise InputError(f"`{argument}`: expected a device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise InputError(f"`{argument}`: expected a device such as 'cpu', 'cuda' or 'cuda:1', got {device!r} "
+                         f"({str(error).splitlines()[0]})") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"`{argument}`: {device!r} asks for CUDA, but CUDA is not available on this machine; "
+                             "use 'cpu'")
+        if resolved.index is not None and resolved.index >= count:
+            raise InputError(f"`{argument}`: {device!r} asks for CUDA device {resolved.index}, but this machine has "
+                             f"{count} (cuda:0 to cuda:{count - 1})")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"`{argument}`: {device!r} asks for Apple MPS, which is not available on this machine")
+    elif resolved.type not in ("cpu", "cuda", "mps", "meta") and not hasattr(torch, resolved.type):
+        raise InputError(f"`{argument}`: device type {resolved.type!r} is not available on this machine")
+    return resolved
+
+
 def load_encoder_weights(encoder: nn.Module, path: Path, argument: str) -> None:
     """Load a safetensors state dict strictly into `encoder`, naming missing/unexpected keys."""
     state = read_safetensors(path, argument)
@@ -185,6 +212,7 @@ def load(spec: str | Path | Mapping[str, Any] = "tiny", device: str | torch.devi
     """
     if precision not in ("fp32", "bf16", "fp16"):
         raise InputError(f"`precision`: expected 'fp32', 'bf16' or 'fp16', got {precision!r}")
+    target = resolve_device(device)
     config, base_dir = resolve_spec(spec, rebuild=rebuild)
     anchor = get_anchor(config.anchor["kind"]).from_spec(config.anchor, base_dir=base_dir)
     recorded = config.info.get("anchor_identity")
@@ -193,7 +221,7 @@ def load(spec: str | Path | Mapping[str, Any] = "tiny", device: str | torch.devi
             f"`spec`: the bundle's modalities were trained against anchor {AnchorIdentity.from_dict(recorded).key}, "
             f"but its anchor spec now builds {anchor.identity.key} (were the anchor weights replaced?)")
     model = BoundModel(anchor, config, base_dir=base_dir, precision=precision)
-    return model.to(torch.device(device) if device is not None else default_device())
+    return model.to(target)
 
 
 class BoundModel(nn.Module):

@@ -138,7 +138,7 @@ def read_clap_audio_state(path: str | Path, argument: str = ARGUMENT) -> tuple[d
 
             raw = torch.load(str(file), map_location="cpu", weights_only=True)
         except Exception as error:  # unpickling refused, corrupt zip, not a torch file
-            raise CheckpointError(f"`{argument}`: {str(file)!r} could not be read as a torch checkpoint: "
+            raise CheckpointError(f"`{argument}`: {str(file)!r} could not be read as a torch checkpoint with weights_only=True: "
                                   f"{explain_torch_load_error(error)}") from None
     if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
         raw = raw["state_dict"]

@@ -86,7 +86,7 @@ CASES: list[tuple[str, Callable[[Path], Any], type[Exception], list[str]]] = [
     ("remove None", lambda t: _index().remove(None), InputError, ["`ids`", "got None"]),
     ("remove a list of lists", lambda t: _index().remove([[0]]), InputError, ["`ids`", "ints or strings", "[0]"]),
     ("remove True", lambda t: _index().remove(True), InputError, ["`ids`"]),
-    ("lr nan", _recipe(lr=float("nan")), ConfigError, ["`train.lr`", "finite number > 0", "nan"]),
+    ("lr nan", _recipe(lr=float("nan")), ConfigError, ["`train.lr`", "must be > 0, got nan"]),
     ("lr inf", _recipe(lr=float("inf")), ConfigError, ["`train.lr`", "inf"]),
     ("betas above 1", _recipe(betas=[0.9, 1.5]), ConfigError, ["`train.betas`", "[0, 1)", "1.5"]),
     ("negative weight decay", _recipe(weight_decay=-0.1), ConfigError, ["`train.weight_decay`", ">= 0", "-0.1"]),

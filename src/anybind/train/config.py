@@ -153,7 +153,7 @@ def _check_values(config: BindConfig, where: str) -> None:
     if train.epochs is not None and not (math.isfinite(train.epochs) and train.epochs > 0):
         raise ConfigError(f"{where}: `train.epochs` must be > 0, got {train.epochs}")
     if not math.isfinite(train.lr) or train.lr <= 0:
-        raise ConfigError(f"{where}: `train.lr` must be a finite number > 0, got {train.lr}")
+        raise ConfigError(f"{where}: `train.lr` must be > 0, got {train.lr} (a finite number)")
     if not math.isfinite(train.weight_decay) or train.weight_decay < 0:
         raise ConfigError(f"{where}: `train.weight_decay` must be a finite number >= 0, got {train.weight_decay}")
     if not all(math.isfinite(beta) and 0 <= beta < 1 for beta in train.betas):

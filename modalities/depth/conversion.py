@@ -31,8 +31,8 @@ def read_depth_file(item: Any, argument: str) -> np.ndarray:
         with open(path, "rb") as handle:
             magic = handle.read(6)
         if magic != b"\x93NUMPY":
-            raise InputFileError(f"`{argument}`: {str(path)!r} is not a .npy file (it does not start with the numpy "
-                                 f"magic bytes; got {magic!r})")
+            raise InputFileError(f"`{argument}`: {str(path)!r} is not a readable .npy file: it does not start with "
+                                 f"the .npy magic bytes (got {magic!r})")
         try:
             array = np.load(path, allow_pickle=False, mmap_mode="r")  # the header's shape is checked before reading
         except (OSError, ValueError, EOFError) as error:

@@ -173,8 +173,8 @@ def read_array_file(path: Path, argument: str) -> np.ndarray:
     with open(path, "rb") as handle:
         magic = handle.read(6)
     if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
-        raise InputFileError(f"`{argument}`: {str(path)!r} is not a .npy/.npz file (it does not start with the numpy "
-                             f"or zip magic bytes; got {magic!r})")
+        raise InputFileError(f"`{argument}`: {str(path)!r} is not a readable numpy file: it does not start with the "
+                             f".npy or .npz (zip) magic bytes (got {magic!r})")
     try:
         data = np.load(path, allow_pickle=False, mmap_mode="r")  # .npy: only the rows used are read
         if isinstance(data, np.ndarray):

@@ -75,17 +75,6 @@ def resolve_templates(model: BoundModel, modality: str, templates: Sequence[str]
     return list(templates)
 
 
-def _replacement_fields(template: str) -> list[str] | None:
-    """The `str.format` fields of `template` as written (``"{}"`` -> ``[""]``), or None when malformed."""
-    import string
-
-    try:
-        return [name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
-                for _, name, spec, conversion in string.Formatter().parse(template) if name is not None]
-    except ValueError:
-        return None
-
-
 def class_text_vectors(model: BoundModel, class_names: Sequence[str], templates: Sequence[str],
                        batch_size: int | None = None) -> torch.Tensor:
     """``[C, D]`` unit-norm anchor text vectors: each class's prompt vectors averaged, re-normalized."""
@@ -110,3 +99,15 @@ def zero_shot(model: BoundModel, modality: str, inputs: Any, class_names: Sequen
     vectors = model.embed(modality, inputs, batch_size=batch_size, **options).as_subclass(torch.Tensor)
     logits = model.logit_scale(modality) * vectors @ class_vectors.T
     return logits.softmax(dim=-1)
+
+
+def _replacement_fields(template: str) -> list[str] | None:
+    """The `str.format` fields of `template` as written (``"{}"`` -> ``[""]``), or None when malformed."""
+    import string
+
+    try:
+        return [name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+                for _, name, spec, conversion in string.Formatter().parse(template) if name is not None]
+    except ValueError:
+        return None
+

@@ -293,10 +293,10 @@ def fit_lit_tower(fit: LiTFitState, pixels: torch.Tensor, caption_vectors: torch
 def _text_anchor(config: LiTTrainConfig) -> LiTAnchor:
     """A random-init `lit` anchor of `config`'s tower on the training device: it lends its frozen
     text model, its preprocessing and the tower to train."""
-    from anybind.model import default_device
+    from anybind.model import resolve_device
 
     anchor = LiTAnchor(LiTAnchorConfig(tower=config.tower, text_model=config.text_model, seed=config.seed))
-    return anchor.to(torch.device(config.device) if config.device else default_device())
+    return anchor.to(resolve_device(config.device, "train.device"))
 
 
 def train_lit(images: np.ndarray | torch.Tensor, captions: Sequence[Sequence[str] | str],

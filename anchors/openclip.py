@@ -190,6 +190,8 @@ def _load_checkpoint(model: torch.nn.Module, path: Path) -> None:
     """Load an open_clip checkpoint file strictly, naming missing/unexpected keys on mismatch."""
     import open_clip
 
+    from anybind.weights import explain_torch_load_error
+
     try:
         result = open_clip.load_checkpoint(model, str(path), strict=False, weights_only=True)
     except RuntimeError as error:
@@ -198,9 +200,10 @@ def _load_checkpoint(model: torch.nn.Module, path: Path) -> None:
             lines = [line.strip() for line in text.splitlines() if "size mismatch" in line]
             raise CheckpointError(
                 f"checkpoint {str(path)!r} does not match the anchor config: {'; '.join(lines[:5])}") from None
-        raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: {text.splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: "
+                              f"{explain_torch_load_error(error)}") from None
     except Exception as error:  # unpickling refused, corrupt zip, ...
-        raise CheckpointError(f"checkpoint {str(path)!r} could not be read: {error}") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} could not be read: {explain_torch_load_error(error)}") from None
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:
         raise CheckpointError(

@@ -19,6 +19,13 @@ from anybind.errors import InputError, InputFileError
 from anybind.modality import Encoder, Modality, NoConfig, check_file, check_finite, describe
 from anybind.registry import register_encoder, register_modality
 
+# Decoding limits: a 40-megapixel RGB image decodes to 120 MB. Larger JPEGs are decoded at a
+# reduced scale (JPEG's DCT scaling, which PIL's `draft` exposes); larger images of other
+# formats are refused before decoding. An extreme aspect ratio would make the resize of the
+# shorter side to the anchor's input size huge, so it is refused too.
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_ASPECT_RATIO = 50
+
 
 def _pil_transform(preprocess: ImagePreprocess) -> Any:
     """open_clip's eval transform for these constants (parity with open_clip on PIL input)."""
@@ -42,15 +49,59 @@ def tensor_transform(pixels: torch.Tensor, preprocess: ImagePreprocess) -> torch
     return F.normalize(pixels, list(preprocess.mean), list(preprocess.std))
 
 
+def check_image_size(width: int, height: int, argument: str, what: str = "image") -> None:
+    """Raise `InputError` naming `argument` for a zero-size, too large or extremely elongated image."""
+    if width < 1 or height < 1:
+        raise InputError(f"`{argument}`: {what} has zero size ({width}x{height} pixels)")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(f"`{argument}`: {what} is {width}x{height} = {width * height:,} pixels, more than the "
+                         f"{MAX_IMAGE_PIXELS:,} anybind decodes (anybind.modalities.image.MAX_IMAGE_PIXELS); "
+                         "downscale it first")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise InputError(f"`{argument}`: {what} is {width}x{height} pixels, an aspect ratio above "
+                         f"{MAX_ASPECT_RATIO}:1 (anybind.modalities.image.MAX_ASPECT_RATIO); crop it first")
+
+
 def load_image_file(item: Any, argument: str) -> Image.Image:
-    """Open an image file as RGB; raise `InputFileError` naming `argument` if missing or corrupt."""
+    """Open an image file as RGB; raise `InputFileError` naming `argument` if missing, corrupt or too large.
+
+    The size in the header is checked before decoding: a JPEG above `MAX_IMAGE_PIXELS` is
+    decoded at a reduced scale, any other format above it is refused.
+    """
+    import warnings
+
     path = check_file(item, argument, "an image")
+    what = f"image file {str(path)!r}"
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            return opened.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # anybind checks the size itself
+            opened_file = Image.open(path)
+        with opened_file as opened:
+            width, height = opened.size
+            if width * height > MAX_IMAGE_PIXELS and opened.format == "JPEG":
+                # draft picks the strongest DCT reduction whose size is still >= the request, which is
+                # below twice the request per side: asking for half the fitting size keeps it within the limit.
+                scale = (MAX_IMAGE_PIXELS / (width * height)) ** 0.5 / 2
+                opened.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+                width, height = opened.size
+            size_error = _size_error(width, height, argument, what)
+            if size_error is None:
+                opened.load()
+                return opened.convert("RGB")
+    except Image.DecompressionBombError:  # PIL's own limit (twice Image.MAX_IMAGE_PIXELS) is far above ours
+        size_error = (f"`{argument}`: {what} declares more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels, more than "
+                      f"the {MAX_IMAGE_PIXELS:,} anybind decodes (anybind.modalities.image.MAX_IMAGE_PIXELS)")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise InputFileError(f"`{argument}`: {str(path)!r} is not a readable image ({error})") from None
+    raise InputFileError(size_error)
+
+
+def _size_error(width: int, height: int, argument: str, what: str) -> str | None:
+    try:
+        check_image_size(width, height, argument, what)
+    except InputError as error:
+        return str(error)
+    return None
 
 
 @register_modality("image")
@@ -86,6 +137,7 @@ class ImageModality(Modality):
                 if not isinstance(item, (str, bytes)) and not hasattr(item, "__fspath__"):
                     raise InputError(f"`{argument}`: expected {self.accepts}; got {describe(item)}")
                 item = load_image_file(item, argument)
+            check_image_size(*item.size, argument)
             pil_transform = pil_transform or _pil_transform(self.preprocess)
             out.append(pil_transform(item.convert("RGB")).unsqueeze(0))
         return torch.cat(out)
@@ -105,8 +157,7 @@ class ImageModality(Modality):
             raise InputError(f"`{argument}`: expected a float tensor [3, H, W] or [N, 3, H, W], got shape {shape}")
         if not tensor.is_floating_point():
             raise InputError(f"`{argument}`: expected a float tensor in [0, 1], got dtype {tensor.dtype}")
-        if min(tensor.shape[-2:]) < 1:
-            raise InputError(f"`{argument}`: image has zero size {tuple(tensor.shape)}")
+        check_image_size(tensor.shape[-1], tensor.shape[-2], argument, f"image tensor of shape {shape}")
         check_finite(tensor, argument)
         return tensor_transform(tensor.float().cpu(), self.preprocess)
 

@@ -134,10 +134,12 @@ def read_clap_audio_state(path: str | Path, argument: str = ARGUMENT) -> tuple[d
             raise CheckpointError(f"`{argument}`: {str(file)!r} is not a readable safetensors file ({error})") from None
     else:
         try:
+            from anybind.weights import explain_torch_load_error
+
             raw = torch.load(str(file), map_location="cpu", weights_only=True)
         except Exception as error:  # unpickling refused, corrupt zip, not a torch file
-            raise CheckpointError(f"`{argument}`: {str(file)!r} could not be read as a torch checkpoint "
-                                  f"with weights_only=True ({str(error).splitlines()[0]})") from None
+            raise CheckpointError(f"`{argument}`: {str(file)!r} could not be read as a torch checkpoint with weights_only=True: "
+                                  f"{explain_torch_load_error(error)}") from None
     if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
         raw = raw["state_dict"]
     if not isinstance(raw, Mapping):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,13 @@ from anybind.modalities.audio.preprocess import (
     clap_fusion_input,
     fill_clip,
     quantize_int16,
+    quantize_int16_,
     window_starts,
 )
 from anybind.modality import check_file, describe
 
+MIN_SAMPLE_RATE = 1_000  # Hz; below this a rate is a mistake (1 Hz asks the resampler for 48000x the input)
+MAX_SAMPLE_RATE = 768_000  # Hz; the highest rate audio interfaces record at
 MAX_CHANNELS = 64  # a 2-D array with more "channels" than this is almost surely [samples, channels]
 BLOCK_FRAMES = 1 << 18  # frames per block when a whole file is streamed (fusion input)
 _INTEGER_SCALE = {np.dtype(np.int8): 128.0, np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0,
@@ -44,6 +47,9 @@ def check_sample_rate(value: Any, argument: str = "sample_rate") -> int:
         raise InputError(f"`{argument}`: expected a positive integer sample rate in Hz, got {value!r}")
     if int(value) <= 0:
         raise InputError(f"`{argument}`: expected a positive integer sample rate in Hz, got {value!r}")
+    if not MIN_SAMPLE_RATE <= int(value) <= MAX_SAMPLE_RATE:
+        raise InputError(f"`{argument}`: expected a sample rate between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, "
+                         f"got {value!r} Hz")
     return int(value)
 
 
@@ -126,8 +132,9 @@ def open_audio_file(item: Any, argument: str) -> AudioFileInfo:
                              f"{truncation[0]} data bytes but the file holds {truncation[1]}")
     if info.frames <= 0:
         raise InputFileError(f"`{argument}`: audio file {str(path)!r} holds no samples (zero-length audio)")
-    if info.samplerate <= 0:
-        raise InputFileError(f"`{argument}`: audio file {str(path)!r} declares sample rate {info.samplerate}")
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise InputFileError(f"`{argument}`: audio file {str(path)!r} declares sample rate {info.samplerate} Hz; "
+                             f"expected between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz")
     return AudioFileInfo(path=path, frames=int(info.frames), sample_rate=int(info.samplerate),
                          channels=int(info.channels))
 
@@ -161,7 +168,25 @@ def _read_block(handle: Any, start: int, frames: int, info: AudioFileInfo, argum
                              f"{min(frames, info.frames - start)} frames at offset {start}, read {block.shape[0]}")
     if block.shape[0] == 0:
         raise InputFileError(f"`{argument}`: audio file {str(info.path)!r} holds no samples (zero-length audio)")
-    return to_mono_float(block.T, argument)
+    # A file may hold any number of channels (they are labelled by its header): mix them here, so
+    # the array check for [channels, samples] (at most MAX_CHANNELS) never applies to files.
+    return to_mono_float(block.mean(axis=1, dtype=np.float32), argument)
+
+
+def source_windows(read: Callable[[int, int], np.ndarray], frames: int, rate: int, preprocess: AudioPreprocess,
+                   argument: str) -> list[np.ndarray]:
+    """The ``[clip_samples]`` windows of the clip policy over a ``frames``-long source at `rate` Hz.
+
+    `read(start, count)` returns mono float32 source samples; only the chosen windows are read
+    and each is resampled on its own, so memory stays at ``max_windows`` windows whatever the
+    source length.
+    """
+    source_window = int(np.ceil(preprocess.clip_seconds * rate))
+    windows = [resample(read(start, source_window), rate, preprocess.sample_rate, argument)
+               for start in window_starts(frames, source_window, preprocess.max_windows)]
+    if len(windows) == 1 and windows[0].shape[0] <= preprocess.clip_samples:
+        return [fill_clip(torch.from_numpy(windows[0]), preprocess.clip_samples, preprocess.short_clips).numpy()]
+    return [_exact_length(window, preprocess.clip_samples) for window in windows]
 
 
 def read_file_windows(item: Any, argument: str, preprocess: AudioPreprocess) -> list[np.ndarray]:
@@ -173,16 +198,17 @@ def read_file_windows(item: Any, argument: str, preprocess: AudioPreprocess) -> 
     import soundfile
 
     info = open_audio_file(item, argument)
-    source_window = int(np.ceil(preprocess.clip_seconds * info.sample_rate))
-    starts = window_starts(info.frames, source_window, preprocess.max_windows)
-    windows = []
     with soundfile.SoundFile(str(info.path)) as handle:
-        for start in starts:
-            mono = _read_block(handle, start, source_window, info, argument)
-            windows.append(resample(mono, info.sample_rate, preprocess.sample_rate, argument))
-    if len(windows) == 1 and windows[0].shape[0] <= preprocess.clip_samples:
-        return [fill_clip(torch.from_numpy(windows[0]), preprocess.clip_samples, preprocess.short_clips).numpy()]
-    return [_exact_length(window, preprocess.clip_samples) for window in windows]
+        return source_windows(lambda start, count: _read_block(handle, start, count, info, argument),
+                              info.frames, info.sample_rate, preprocess, argument)
+
+
+def check_fusion_length(frames: int, rate: int, preprocess: AudioPreprocess, what: str) -> None:
+    """Raise `InputError` when a clip is longer than `preprocess.max_seconds`, the fusion input's limit."""
+    if frames > preprocess.max_seconds * rate:
+        raise InputError(f"{what} lasts {frames / rate:.1f} s, longer than the {preprocess.max_seconds:g} s the CLAP "
+                         f"fusion input reads whole (`max_seconds` of the preprocess config); split it, or use a "
+                         f"windowed preprocess such as 'clap-48k', which reads long files in windows")
 
 
 def read_file_whole(item: Any, argument: str, preprocess: AudioPreprocess) -> np.ndarray:
@@ -190,30 +216,31 @@ def read_file_whole(item: Any, argument: str, preprocess: AudioPreprocess) -> np
     import soundfile
 
     info = open_audio_file(item, argument)
+    check_fusion_length(info.frames, info.sample_rate, preprocess, f"`{argument}`: audio file {str(info.path)!r}")
     stream = None
     if info.sample_rate != preprocess.sample_rate:
         import soxr
 
         stream = soxr.ResampleStream(info.sample_rate, preprocess.sample_rate, 1, dtype="float32", quality="HQ")
-    pieces = []
+    # One preallocated buffer (the resampled length plus slack), filled block by block: no second copy.
+    capacity = int(np.ceil(info.frames * preprocess.sample_rate / info.sample_rate)) + BLOCK_FRAMES
+    whole = np.empty(capacity, dtype=np.float32)
+    filled = 0
     with soundfile.SoundFile(str(info.path)) as handle:
         for start in range(0, info.frames, BLOCK_FRAMES):
             mono = _read_block(handle, start, BLOCK_FRAMES, info, argument)
             last = start + BLOCK_FRAMES >= info.frames
-            pieces.append(stream.resample_chunk(mono, last=last) if stream is not None else mono)
-    whole = np.concatenate(pieces).astype(np.float32, copy=False)
+            piece = stream.resample_chunk(mono, last=last) if stream is not None else mono
+            if filled + piece.shape[0] > capacity:
+                raise InputFileError(f"`{argument}`: audio file {str(info.path)!r} yields more samples than its header "
+                                     f"declares ({info.frames} frames at {info.sample_rate} Hz)")
+            whole[filled:filled + piece.shape[0]] = piece
+            filled += piece.shape[0]
+    whole = whole[:filled]
     if whole.shape[0] == 0:
         raise InputError(f"`{argument}`: {info.frames} sample(s) at {info.sample_rate} Hz is shorter than one sample "
                          f"at the encoder's {preprocess.sample_rate} Hz")
     return whole
-
-
-def array_windows(samples: np.ndarray, preprocess: AudioPreprocess) -> list[np.ndarray]:
-    """A ``[T]`` mono waveform at the encoder rate -> its ``[clip_samples]`` windows (see `read_file_windows`)."""
-    size = preprocess.clip_samples
-    if samples.shape[0] <= size:
-        return [fill_clip(torch.from_numpy(np.ascontiguousarray(samples)), size, preprocess.short_clips).numpy()]
-    return [samples[start:start + size] for start in window_starts(samples.shape[0], size, preprocess.max_windows)]
 
 
 def is_audio_path(item: Any) -> bool:
@@ -243,16 +270,21 @@ def load_audio_batch(items: Sequence[Any], preprocess: AudioPreprocess, sample_r
                 windows = read_file_windows(item, argument, preprocess)
         elif isinstance(item, (np.ndarray, torch.Tensor)):
             rate = rate if rate is not None else check_sample_rate(sample_rate)
-            whole = resample(to_mono_float(item, argument), rate, preprocess.sample_rate, argument)
-            if not fusion:
-                windows = array_windows(whole, preprocess)
+            mono = to_mono_float(item, argument)
+            if fusion:
+                check_fusion_length(mono.shape[0], rate, preprocess, f"`{argument}`: the clip")
+                whole = resample(mono, rate, preprocess.sample_rate, argument)
+            else:
+                windows = source_windows(lambda start, count: mono[start:start + count], mono.shape[0], rate,
+                                         preprocess, argument)
         else:
             raise InputError(f"`{argument}`: expected an audio file path, a [samples] / [channels, samples] "
                              f"array or tensor; got {describe(item)}")
         if fusion:
             waveform = torch.from_numpy(np.ascontiguousarray(whole))
             if preprocess.quantize_int16:
-                waveform = quantize_int16(waveform)
+                # A file's buffer is ours to change in place; an array may be the caller's own memory.
+                waveform = quantize_int16_(waveform if is_audio_path(item) else waveform.clone())
             mel, is_longer = clap_fusion_input(waveform, preprocess)
             fusion_mels.append(mel)
             longer.append(is_longer)

@@ -28,6 +28,9 @@ class AudioPreprocess:
     long_clips: Literal["windows", "fusion"] = "windows"  # average of evenly spaced windows, or CLAP fusion
     max_windows: int = 6  # at most this many windows are read from a long clip
     quantize_int16: bool = False  # round-trip through int16 as LAION-CLAP does before its model
+    # Longest clip (seconds) the fusion input reads and resamples whole (memory grows with it:
+    # ~1 MB per second at 48 kHz through the mel). Windowed configs read any length in windows.
+    max_seconds: float = 600.0
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -36,6 +39,8 @@ class AudioPreprocess:
         for name in ("sample_rate", "mel_bins", "window_size", "hop_size", "max_windows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"audio preprocess: `{name}` must be positive, got {getattr(self, name)}")
+        if not self.max_seconds >= self.clip_seconds:
+            raise ConfigError(f"audio preprocess: `max_seconds` must be at least `clip_seconds`, got {self.max_seconds}")
         if not self.clip_seconds > 0:
             raise ConfigError(f"audio preprocess: `clip_seconds` must be positive, got {self.clip_seconds}")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
@@ -78,19 +83,57 @@ def quantize_int16(waveform: torch.Tensor) -> torch.Tensor:
     return scaled.to(torch.int16).to(torch.float32) / 32767.0
 
 
+MEL_BLOCK_FRAMES = 4096  # mel frames computed per STFT call for long clips (bounds the complex STFT buffer)
+
+
+def _mel_transform(preprocess: AudioPreprocess, center: bool) -> torch.nn.Module:
+    import torchaudio
+
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=preprocess.sample_rate, n_fft=preprocess.window_size, win_length=preprocess.window_size,
+        hop_length=preprocess.hop_size, center=center, pad_mode="reflect", power=2.0, norm=None,
+        n_mels=preprocess.mel_bins, f_min=float(preprocess.fmin), f_max=float(preprocess.fmax))
+
+
+def _power_to_db(power: torch.Tensor) -> torch.Tensor:
+    import torchaudio
+
+    return torchaudio.functional.amplitude_to_DB(power, 10.0, 1e-10, 0.0, None)
+
+
+def quantize_int16_(waveform: torch.Tensor) -> torch.Tensor:
+    """`quantize_int16` in place on a float32 tensor (no copies of a long clip); returns `waveform`.
+
+    Truncating the scaled float toward zero is what the int16 cast does for values in range.
+    """
+    return waveform.clamp_(-1.0, 1.0).mul_(32767.0).trunc_().div_(32767.0)
+
+
 def clap_log_mel(waveform: torch.Tensor, preprocess: AudioPreprocess) -> torch.Tensor:
     """``[T]`` waveform -> ``[frames, mel_bins]`` dB mel spectrogram as CLAP computes its fusion input.
 
     Power mel (HTK scale, no filter norm, centered reflect-padded STFT) converted to dB without a floor.
+    Long clips are computed in blocks of `MEL_BLOCK_FRAMES` frames over the reflect-padded clip
+    (each frame depends only on its own window, so the result is the same as one call), which
+    keeps the complex STFT buffer small whatever the clip length.
     """
-    import torchaudio
-
-    to_mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=preprocess.sample_rate, n_fft=preprocess.window_size, win_length=preprocess.window_size,
-        hop_length=preprocess.hop_size, center=True, pad_mode="reflect", power=2.0, norm=None,
-        n_mels=preprocess.mel_bins, f_min=float(preprocess.fmin), f_max=float(preprocess.fmax)).to(waveform.device)
-    power = to_mel(waveform)  # [mel_bins, frames]
-    return torchaudio.functional.amplitude_to_DB(power, 10.0, 1e-10, 0.0, None).transpose(-1, -2)
+    hop, half = preprocess.hop_size, preprocess.window_size // 2
+    frames = waveform.shape[-1] // hop + 1
+    if frames <= MEL_BLOCK_FRAMES:
+        return _power_to_db(_mel_transform(preprocess, True).to(waveform.device)(waveform)).transpose(-1, -2)
+    length = waveform.shape[-1]
+    to_mel = _mel_transform(preprocess, False).to(waveform.device)
+    blocks = []
+    for first in range(0, frames, MEL_BLOCK_FRAMES):
+        last = min(frames, first + MEL_BLOCK_FRAMES)
+        # The block's span in the clip; only the first and last blocks reach into the reflect padding.
+        start, stop = first * hop - half, (last - 1) * hop + preprocess.window_size - half
+        segment = waveform[max(0, start):min(length, stop)]
+        if start < 0 or stop > length:
+            pads = (max(0, -start), max(0, stop - length))
+            segment = torch.nn.functional.pad(segment[None, None], pads, mode="reflect")[0, 0]
+        blocks.append(_power_to_db(to_mel(segment)).transpose(-1, -2))
+    return torch.cat(blocks)
 
 
 def clap_fusion_input(waveform: torch.Tensor, preprocess: AudioPreprocess) -> tuple[torch.Tensor, bool]:

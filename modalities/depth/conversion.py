@@ -17,6 +17,7 @@ from anybind.errors import InputError, InputFileError
 from anybind.modality import check_file, describe
 
 DepthKind = Literal["depth", "disparity"]
+MAX_DEPTH_PIXELS = 40_000_000  # a depth map is converted to float64 (8 bytes a pixel): 320 MB at this size
 PNG_16BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 ACCEPTS = ("16-bit depth PNG files (millimetres), .npy files or [H, W] float arrays/tensors in metres (or "
            "disparity with kind='disparity'), uint16 arrays in millimetres, or a [B, H, W] batch")
@@ -27,21 +28,46 @@ def read_depth_file(item: Any, argument: str) -> np.ndarray:
     path = check_file(item, argument, "a depth map")
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+        if magic != b"\x93NUMPY":
+            raise InputFileError(f"`{argument}`: {str(path)!r} is not a readable .npy file: it does not start with "
+                                 f"the .npy magic bytes (got {magic!r})")
         try:
-            return np.load(path, allow_pickle=False)
+            array = np.load(path, allow_pickle=False, mmap_mode="r")  # the header's shape is checked before reading
         except (OSError, ValueError, EOFError) as error:
             raise InputFileError(f"`{argument}`: {str(path)!r} is not a readable .npy file ({error})") from None
+        if array.size > MAX_DEPTH_PIXELS:
+            raise InputFileError(f"`{argument}`: depth map {str(path)!r} has shape {array.shape} = {array.size:,} "
+                                 f"values, more than the {MAX_DEPTH_PIXELS:,} anybind reads "
+                                 "(anybind.modalities.depth.conversion.MAX_DEPTH_PIXELS)")
+        return np.array(array)
     if suffix != ".png":
         raise InputFileError(f"`{argument}`: unsupported depth file type {suffix or '(none)'!r} of {str(path)!r}; "
                              "expected a 16-bit .png (millimetres) or a .npy array")
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below
+            opened = Image.open(path)
+        with opened as image:
+            width, height = image.size
+            if width < 1 or height < 1 or width * height > MAX_DEPTH_PIXELS:
+                raise InputFileError(f"`{argument}`: depth PNG {str(path)!r} is {width}x{height} pixels; expected "
+                                     f"1 to {MAX_DEPTH_PIXELS:,} pixels "
+                                     "(anybind.modalities.depth.conversion.MAX_DEPTH_PIXELS)")
             image.load()
             mode = image.mode
             array = np.array(image)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except Image.DecompressionBombError:
+        raise InputFileError(f"`{argument}`: depth PNG {str(path)!r} declares more pixels than the "
+                             f"{MAX_DEPTH_PIXELS:,} anybind reads") from None
+    except InputFileError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise InputFileError(f"`{argument}`: {str(path)!r} is not a readable PNG ({error})") from None
     if mode not in PNG_16BIT_MODES:
         raise InputFileError(f"`{argument}`: expected a 16-bit single-channel depth PNG (millimetres), got "

@@ -8,6 +8,7 @@ area weighting. In memory: arrays/tensors ``[N, C]`` and trimesh objects.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ SUFFIXES = ARRAY_SUFFIXES + (".pcd", ".ply") + MESH_SUFFIXES
 ACCEPTS = ("point-cloud or mesh files (" + " ".join(SUFFIXES) + "), [N, 3] / [N, C>3] arrays or tensors, "
            "a [B, N, 3] batch, or trimesh objects")
 UP_AXES = ("z", "y")
+# Memory bounds: a file or array may hold at most MAX_POINTS points (10M xyz in float64: 240 MB);
+# files parsed as text or through trimesh may be at most MAX_PARSED_FILE_BYTES (their parsers keep
+# several copies); .npy/.npz and binary PCD bodies are read as arrays, up to MAX_POINTS rows.
+MAX_POINTS = 10_000_000
+MAX_PARSED_FILE_BYTES = 256 * 2**20
 
 
 def sample_points(points: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -66,6 +72,9 @@ def check_coordinates(array: Any, argument: str, source: Path | None = None) -> 
                          f"got shape {tuple(array.shape)}")
     if array.shape[0] == 0:
         raise InputError(f"{where}: expected at least 2 points, got 0 points")
+    if array.shape[0] > MAX_POINTS:
+        raise InputError(f"{where}: holds {array.shape[0]:,} points, more than the {MAX_POINTS:,} anybind reads "
+                         "(anybind.modalities.pointcloud.loader.MAX_POINTS); subsample it first")
     if array.dtype.kind == "f" and not bool(np.isfinite(array[:, :3]).all()):
         bad = int((~np.isfinite(array[:, :3])).any(axis=1).sum())
         raise InputError(f"{where}: expected finite coordinates, got {bad} point(s) with NaN/inf")
@@ -80,9 +89,12 @@ def read_pcd(path: Path, argument: str) -> np.ndarray:
     with open(path, "rb") as handle:
         header: dict[str, list[str]] = {}
         while True:
-            line = handle.readline()
+            line = handle.readline(4096)
             if not line:
                 raise InputFileError(f"`{argument}`: {str(path)!r} is not a PCD file (no DATA line in its header)")
+            if len(header) > 64 or (len(line) == 4096 and not line.endswith(b"\n")):
+                raise InputFileError(f"`{argument}`: {str(path)!r} is not a PCD file (its header has no DATA line "
+                                     "within 64 lines of at most 4096 bytes)")
             text = line.decode("ascii", errors="replace").strip()
             if not text or text.startswith("#"):
                 continue
@@ -90,7 +102,12 @@ def read_pcd(path: Path, argument: str) -> np.ndarray:
             header[key.upper()] = values
             if key.upper() == "DATA":
                 break
-        body = handle.read()
+        body_start = handle.tell()
+    malformed = f"`{argument}`: {str(path)!r} has a malformed PCD header"
+    for key in ("FIELDS", "SIZE", "TYPE"):
+        if not header.get(key):
+            raise InputFileError(f"{malformed}: no {key} line (expected a PCD v0.7 header: FIELDS, SIZE, TYPE, "
+                                 "COUNT, WIDTH, HEIGHT, POINTS, DATA)")
     try:
         fields = header["FIELDS"]
         sizes = [int(v) for v in header["SIZE"]]
@@ -99,8 +116,27 @@ def read_pcd(path: Path, argument: str) -> np.ndarray:
         points = int(header["POINTS"][0]) if "POINTS" in header else (
             int(header["WIDTH"][0]) * int(header.get("HEIGHT", ["1"])[0]))
         encoding = header["DATA"][0].lower()
-    except (KeyError, IndexError, ValueError) as error:
-        raise InputFileError(f"`{argument}`: {str(path)!r} has a malformed PCD header ({error})") from None
+    except KeyError as error:
+        raise InputFileError(f"{malformed}: no {error.args[0]} line (and no POINTS)") from None
+    except (IndexError, ValueError) as error:
+        raise InputFileError(f"{malformed}: a SIZE/COUNT/WIDTH/HEIGHT/POINTS value is not an integer "
+                             f"({error})") from None
+    if not len(fields) == len(sizes) == len(types) == len(counts):
+        raise InputFileError(f"{malformed}: FIELDS, SIZE, TYPE and COUNT list {len(fields)}, {len(sizes)}, "
+                             f"{len(types)} and {len(counts)} values; expected one per field")
+    if not 0 <= points <= MAX_POINTS:
+        raise InputFileError(f"`{argument}`: PCD file {str(path)!r} declares {points:,} points; expected 0 to "
+                             f"{MAX_POINTS:,} (anybind.modalities.pointcloud.loader.MAX_POINTS)")
+    if encoding == "ascii" and path.stat().st_size > MAX_PARSED_FILE_BYTES:
+        raise InputFileError(f"`{argument}`: ASCII PCD file {str(path)!r} is {path.stat().st_size:,} bytes, more than "
+                             f"the {MAX_PARSED_FILE_BYTES:,} anybind parses as text; save it as binary PCD")
+    with open(path, "rb") as handle:
+        handle.seek(body_start)
+        if encoding == "binary":
+            itemsize = sum(size * count for size, count in zip(sizes, counts))
+            body = handle.read(max(0, itemsize) * points)
+        else:
+            body = handle.read()
     if not all(axis in fields for axis in "xyz"):
         raise InputFileError(f"`{argument}`: PCD file {str(path)!r} has no x, y, z fields (fields: {fields})")
     if encoding == "ascii":
@@ -118,8 +154,9 @@ def read_pcd(path: Path, argument: str) -> np.ndarray:
         try:
             dtype = np.dtype([(name, f"<{kinds[t]}{s}", (c,) if c > 1 else ())
                               for name, s, t, c in zip(fields, sizes, types, counts)])
-        except (KeyError, TypeError) as error:
-            raise InputFileError(f"`{argument}`: PCD file {str(path)!r} has an unsupported field type ({error})") from None
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputFileError(f"`{argument}`: PCD file {str(path)!r} has an unsupported field type or size "
+                                 f"(TYPE {types}, SIZE {sizes}; {error})") from None
         if len(body) < dtype.itemsize * points:
             raise InputFileError(f"`{argument}`: PCD file {str(path)!r} is truncated "
                                  f"({len(body)} data bytes, expected {dtype.itemsize * points})")
@@ -133,8 +170,13 @@ def read_pcd(path: Path, argument: str) -> np.ndarray:
 
 def read_array_file(path: Path, argument: str) -> np.ndarray:
     """The ``[N, C]`` array in a ``.npy`` file, or in a ``.npz`` (key ``points``, ``xyz``, or its only array)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+        raise InputFileError(f"`{argument}`: {str(path)!r} is not a readable numpy file: it does not start with the "
+                             f".npy or .npz (zip) magic bytes (got {magic!r})")
     try:
-        data = np.load(path, allow_pickle=False)
+        data = np.load(path, allow_pickle=False, mmap_mode="r")  # .npy: only the rows used are read
         if isinstance(data, np.ndarray):
             return data
         with data:
@@ -143,10 +185,14 @@ def read_array_file(path: Path, argument: str) -> np.ndarray:
             if key is None:
                 raise InputFileError(f"`{argument}`: {str(path)!r} holds arrays {keys}; expected one array or a "
                                      "`points` key")
+            member = data.zip.getinfo(f"{key}.npy") if f"{key}.npy" in data.zip.namelist() else None
+            if member is not None and member.file_size > MAX_POINTS * 3 * 8 * 4:
+                raise InputFileError(f"`{argument}`: array {key!r} in {str(path)!r} is {member.file_size:,} bytes "
+                                     f"uncompressed; expected at most {MAX_POINTS:,} points")
             return data[key]
     except InputFileError:
         raise
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise InputFileError(f"`{argument}`: {str(path)!r} is not a readable numpy file ({error})") from None
 
 
@@ -192,6 +238,10 @@ def read_points(item: Any, argument: str, count: int, seed: int) -> np.ndarray:
     if suffix not in (".ply",) + MESH_SUFFIXES:
         raise InputFileError(f"`{argument}`: unsupported point-cloud file type {suffix or '(none)'!r} of "
                              f"{str(path)!r}; expected one of {' '.join(SUFFIXES)}")
+    if path.stat().st_size > MAX_PARSED_FILE_BYTES:
+        raise InputFileError(f"`{argument}`: {suffix} file {str(path)!r} is {path.stat().st_size:,} bytes, more than "
+                             f"the {MAX_PARSED_FILE_BYTES:,} anybind parses (anybind.modalities.pointcloud.loader."
+                             "MAX_PARSED_FILE_BYTES); decimate the mesh or save the points as .npy")
     try:
         loaded = trimesh.load(str(path))
     except Exception as error:  # trimesh raises many types (ValueError, IndexError, struct.error...)

@@ -84,16 +84,66 @@ def swap_in_folder(staging: Path, folder: Path) -> Path:
     return folder
 
 
+def _lock_folder(folder: Path, blocking: bool) -> int | None:
+    """An open descriptor of `folder` holding its flock, or None when another process holds it
+    (or locks are unavailable: then nothing is ever treated as abandoned)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def remove_abandoned_staging(folder: Path) -> list[Path]:
+    """Delete the ``.<name>.*.tmp`` staging folders of `folder` left by killed writers; return them.
+
+    A live writer holds a lock on its staging folder (see `staged_folder`), so only folders
+    nobody holds are removed.
+    """
+    removed = []
+    for candidate in folder.parent.glob(f".{folder.name}.*.tmp"):
+        if not candidate.is_dir() or candidate.is_symlink():
+            continue
+        descriptor = _lock_folder(candidate, blocking=False)
+        if descriptor is None:
+            continue
+        try:
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+        finally:
+            os.close(descriptor)
+    return removed
+
+
 @contextlib.contextmanager
 def staged_folder(folder: str | Path) -> Iterator[Path]:
     """Yield a fresh temp folder beside `folder` to fill; on success swap it in (`swap_in_folder`),
-    on any error delete it, so `folder` is only ever the old or the new complete folder."""
+    on any error delete it, so `folder` is only ever the old or the new complete folder.
+
+    Staging folders of earlier writers that were killed are removed first; this writer locks
+    its own staging folder until it is swapped in, so concurrent writers never remove each other's.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_staging(folder)
     temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    descriptor = _lock_folder(temp, blocking=True)
     try:
         yield temp
         swap_in_folder(temp, folder)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)
+

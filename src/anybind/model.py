@@ -8,7 +8,6 @@ preprocessing, weights and logit scale. Image and text always come from the anch
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from anybind.anchor import Anchor, AnchorIdentity
+from anybind.builders import run_builder
 from anybind.config import find_named_config, from_dict, read_data_file, to_dict
 from anybind.embeddings import Embeddings
 from anybind.errors import AnchorMismatchError, CheckpointError, ConfigError, InputError, InputFileError, UnknownNameError
@@ -93,23 +93,19 @@ def parse_model_config(data: Mapping[str, Any], where: str) -> ModelConfig:
 class BuiltPreset:
     """A preset whose model is built (trained) on first use and cached, e.g. ``default``.
 
-    The preset file holds ``builder: "package.module:function"`` and ``args``; the function is
-    called as ``function(rebuild=..., **args)`` and returns the folder of a bundle it made.
+    The preset file holds ``builder: <name>`` and ``args``; `<name>` is a builder registered in
+    `anybind.builders` (never an import path: config files are data). The builder is called as
+    ``builder(rebuild=..., **args)`` and returns the folder of a bundle it made.
     """
 
-    builder: str  # "module:function" returning a bundle folder
+    builder: str  # name of a registered builder (see anybind.builders.list_builders())
     args: dict = field(default_factory=dict)  # keyword arguments of the builder
     description: str = ""
 
 
 def _run_builder(data: Mapping[str, Any], where: str, rebuild: bool) -> Path:
     preset = from_dict(BuiltPreset, data, where)
-    module_name, _, function_name = preset.builder.partition(":")
-    try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"{where}: `builder` {preset.builder!r} cannot be imported ({error})") from None
-    return Path(function(rebuild=rebuild, **preset.args))
+    return run_builder(preset.builder, preset.args, rebuild, where)
 
 
 def resolve_spec(spec: str | Path | Mapping[str, Any], rebuild: bool = False) -> tuple[ModelConfig, Path | None]:
@@ -146,6 +142,33 @@ def resolve_spec(spec: str | Path | Mapping[str, Any], rebuild: bool = False) ->
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None, argument: str = "device") -> torch.device:
+    """`device` as a usable `torch.device` (None: `default_device()`); `InputError` naming `argument`
+    for a malformed string or a device this machine does not have (e.g. ``cuda:7`` without CUDA)."""
+    if device is None:
+        return default_device()
+    if not isinstance(device, (str, torch.device)):
+        raise InputError(f"`{argument}`: expected a device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise InputError(f"`{argument}`: expected a device such as 'cpu', 'cuda' or 'cuda:1', got {device!r} "
+                         f"({str(error).splitlines()[0]})") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(f"`{argument}`: {device!r} asks for CUDA, but CUDA is not available on this machine; "
+                             "use 'cpu'")
+        if resolved.index is not None and resolved.index >= count:
+            raise InputError(f"`{argument}`: {device!r} asks for CUDA device {resolved.index}, but this machine has "
+                             f"{count} (cuda:0 to cuda:{count - 1})")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"`{argument}`: {device!r} asks for Apple MPS, which is not available on this machine")
+    elif resolved.type not in ("cpu", "cuda", "mps", "meta") and not hasattr(torch, resolved.type):
+        raise InputError(f"`{argument}`: device type {resolved.type!r} is not available on this machine")
+    return resolved
 
 
 def load_encoder_weights(encoder: nn.Module, path: Path, argument: str) -> None:
@@ -189,6 +212,7 @@ def load(spec: str | Path | Mapping[str, Any] = "tiny", device: str | torch.devi
     """
     if precision not in ("fp32", "bf16", "fp16"):
         raise InputError(f"`precision`: expected 'fp32', 'bf16' or 'fp16', got {precision!r}")
+    target = resolve_device(device)
     config, base_dir = resolve_spec(spec, rebuild=rebuild)
     anchor = get_anchor(config.anchor["kind"]).from_spec(config.anchor, base_dir=base_dir)
     recorded = config.info.get("anchor_identity")
@@ -197,7 +221,7 @@ def load(spec: str | Path | Mapping[str, Any] = "tiny", device: str | torch.devi
             f"`spec`: the bundle's modalities were trained against anchor {AnchorIdentity.from_dict(recorded).key}, "
             f"but its anchor spec now builds {anchor.identity.key} (were the anchor weights replaced?)")
     model = BoundModel(anchor, config, base_dir=base_dir, precision=precision)
-    return model.to(torch.device(device) if device is not None else default_device())
+    return model.to(target)
 
 
 class BoundModel(nn.Module):

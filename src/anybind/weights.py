@@ -52,3 +52,20 @@ def read_safetensors(path: Path, argument: str) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"`{argument}`: {str(path)!r} is not a readable safetensors file ({error})") from None
+
+
+def explain_torch_load_error(error: BaseException) -> str:
+    """A short reason why ``torch.load(..., weights_only=True)`` refused a file, for anybind's messages.
+
+    torch's own text advises re-running with ``weights_only=False``; anybind never passes that
+    advice on (it would run whatever code the file holds), so only the cause is kept.
+    """
+    text = str(error)
+    if "Weights only load failed" in text:
+        detail = next((line.strip() for line in text.splitlines()
+                       if line.strip().startswith(("Unsupported", "Trying to load unsupported"))), "")
+        return ("it is not a plain tensor checkpoint: the weights-only reader refused its contents"
+                + (f" ({detail})" if detail else "") + "; anybind never unpickles arbitrary objects")
+    if isinstance(error, EOFError) or not text.strip():
+        return f"the file is empty or ends early ({type(error).__name__})"
+    return f"{type(error).__name__}: {text.strip().splitlines()[0]}"

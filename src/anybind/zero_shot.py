@@ -68,8 +68,9 @@ def resolve_templates(model: Embedder, modality: str, templates: Sequence[str] |
         raise InputError(f"`templates`: expected a non-empty list of strings with one '{{}}' or a template-set "
                          f"name, got {describe(templates)}")
     for number, template in enumerate(templates):
-        if not isinstance(template, str) or template.count("{}") != 1:
-            raise InputError(f"`templates[{number}]`: expected a string with exactly one '{{}}', got {template!r}")
+        if not isinstance(template, str) or _replacement_fields(template) != [""]:
+            raise InputError(f"`templates[{number}]`: expected a string with exactly one '{{}}' and no other "
+                             f"fields (write a literal brace as '{{{{' or '}}}}'), got {template!r}")
     return list(templates)
 
 
@@ -97,3 +98,15 @@ def zero_shot(model: Embedder, modality: str, inputs: Any, class_names: Sequence
     vectors = model.embed(modality, inputs, batch_size=batch_size, **options).as_subclass(torch.Tensor)
     logits = model.logit_scale(modality) * vectors @ class_vectors.T
     return logits.softmax(dim=-1)
+
+
+def _replacement_fields(template: str) -> list[str] | None:
+    """The `str.format` fields of `template` as written (``"{}"`` -> ``[""]``), or None when malformed."""
+    import string
+
+    try:
+        return [name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+                for _, name, spec, conversion in string.Formatter().parse(template) if name is not None]
+    except ValueError:
+        return None
+

@@ -48,7 +48,7 @@ def run_json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> Any:
 def test_build_search_add_info(files: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     index_path = str(tmp_path / "my.index")
     built = run_json(capsys, ["index", "build", index_path, "-i", "image", str(files / "photos"),
-                              "-i", "text", str(files / "captions.txt"), "a lamp", "--device", "cpu",
+                              "-i", "text", "@" + str(files / "captions.txt"), "a lamp", "--device", "cpu",
                               "--batch-size", "2", "--backend", "fast"])
     assert built["count"] == 6 and built["modalities"] == {"image": 3, "text": 3} and built["backend"] == "fast"
 

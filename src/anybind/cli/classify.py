@@ -21,7 +21,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Zero-shot classification: class names -> prompt templates -> anchor text vectors, "
                     "softmax of cosine similarity with each input's vector.")
     parser.add_argument("modality", help="modality of the inputs, e.g. audio, image, pointcloud, depth")
-    parser.add_argument("inputs", nargs="+", help="files or folders (text: .txt files or literal texts)")
+    parser.add_argument("inputs", nargs="*", help="files or folders (text: literal texts, or @FILE)")
     parser.add_argument("--classes", required=True,
                         help="comma-separated class names, or a class-list name from configs/classes "
                              "(esc50, modelnet40, nyu-depth-v2-scenes)")
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise InputError(f"`--top`: expected a positive integer, got {args.top}")
     names = resolve_class_names(parse_classes(args.classes))
-    inputs = read_inputs(args.modality, args.inputs, args.glob, "inputs")
+    inputs = read_inputs(args.modality, args.inputs, args.glob, "inputs", args.text_file)
     model = load_model(args)
     probabilities = zero_shot(model, args.modality, inputs, names, templates=args.templates, batch_size=batch_size)
     top = probabilities.topk(min(args.top, len(names)), dim=1)

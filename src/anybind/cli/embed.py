@@ -57,29 +57,76 @@ def expand_paths(paths: list[str], pattern: str, argument: str) -> list[Path]:
     return files
 
 
-def read_inputs(modality: str, values: list[str], pattern: str, argument: str) -> list[Any]:
-    """Command-line values -> model inputs: files and folders of files; for ``text``, each existing
-    file contributes its non-empty lines and any other value is the text itself."""
-    if not values:
+TEXT_FILE_PREFIX = "@"  # `@captions.txt` names a text file; every other text argument is literal
+
+
+def read_text_file(given: str, argument: str) -> list[str]:
+    """The non-empty lines of UTF-8 text file `given` (a BOM is allowed); never a folder.
+
+    Raises `InputFileError` naming `argument` for a missing path, a folder, an unreadable file
+    or bytes that are not UTF-8.
+    """
+    path = Path(given)
+    if not path.exists():
+        raise InputFileError(f"`{argument}`: text file {given!r} does not exist")
+    if path.is_dir():
+        raise InputFileError(f"`{argument}`: expected a text file (one text per line), got the folder {given!r}; "
+                             "texts are never read from folders")
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise InputFileError(f"`{argument}`: text file {given!r} cannot be read (permission denied)") from None
+    except OSError as error:
+        raise InputFileError(f"`{argument}`: text file {given!r} cannot be read ({error.strerror or error})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputFileError(f"`{argument}`: text file {given!r} is not UTF-8 text (byte 0x{data[error.start]:02x} at "
+                             f"offset {error.start}); re-save it as UTF-8") from None
+    if "\x00" in text:
+        raise InputFileError(f"`{argument}`: text file {given!r} holds NUL bytes; expected UTF-8 text, one text "
+                             "per line (is it a binary file?)")
+    lines = [line.strip() for line in text.splitlines()]
+    texts = [line for line in lines if line]
+    if not texts:
+        raise InputFileError(f"`{argument}`: text file {given!r} holds no non-empty lines")
+    return texts
+
+
+def read_inputs(modality: str, values: list[str], pattern: str, argument: str,
+                text_files: list[str] | None = None) -> list[Any]:
+    """Command-line values -> model inputs: files and folders of files; for ``text``, each value is
+    the text itself, except ``@FILE`` (and each of `text_files`), which gives the file's non-empty
+    lines. A text that should start with "@" is written "@@..."."""
+    text_files = list(text_files or [])
+    if text_files and modality != "text":
+        raise InputError(f"`--text-file`: only for text inputs, but the modality is {modality!r}")
+    if not values and not text_files:
         raise InputError(f"`{argument}`: expected at least one path (or text), got none")
     if modality != "text":
         return [str(path) for path in expand_paths(values, pattern, argument)]
     texts: list[Any] = []
-    for value in values:
-        path = Path(value)
-        if path.exists():
-            for file in expand_paths([value], pattern, argument):
-                lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
-                texts.extend(line for line in lines if line)
+    for index, value in enumerate(values):
+        if value.startswith(TEXT_FILE_PREFIX * 2):
+            texts.append(value[1:])
+        elif value.startswith(TEXT_FILE_PREFIX):
+            texts.extend(read_text_file(value[1:], f"{argument}[{index}]"))
+        elif not value.strip():
+            raise InputError(f"`{argument}[{index}]`: expected a non-empty text, got {value!r}")
         else:
             texts.append(value)
+    for given in text_files:
+        texts.extend(read_text_file(given, "--text-file"))
     return texts
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
-    """``--glob`` for folder expansion."""
+    """``--glob`` for folder expansion, ``--text-file`` for texts read from files."""
     parser.add_argument("--glob", default="*", metavar="PATTERN",
                         help="inside folders, embed only files matching PATTERN, e.g. '*.wav' (default: all files)")
+    parser.add_argument("--text-file", action="append", default=[], metavar="FILE",
+                        help="read texts from FILE, one per line (UTF-8; repeatable). Text arguments are literal "
+                             "texts; '@FILE' also names a text file")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -87,8 +134,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "embed", help="embed files or folders into vector shards + metadata",
         description="Embed inputs of one modality into an output folder of .npy vector shards, metadata.jsonl "
-                    "and manifest.json (the index format: load it with anybind.Index.load). For `text`, a file "
-                    "gives one text per line and any other argument is the text itself.")
+                    "and manifest.json (the index format: load it with anybind.Index.load). For `text`, "
+                    "each argument is the text itself; --text-file FILE or @FILE gives one text per line of FILE.")
     parser.add_argument("modality", help="modality of the inputs, e.g. image, audio, text")
     parser.add_argument("inputs", nargs="+", help="files or folders (text: .txt files or literal texts)")
     parser.add_argument("--out", required=True, help="output folder (created, or replaced atomically)")
@@ -103,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
 
     batch_size = check_batch_size(args)
     model = load_model(args)
-    inputs = read_inputs(args.modality, args.inputs, args.glob, "inputs")
+    inputs = read_inputs(args.modality, args.inputs, args.glob, "inputs", args.text_file)
     index = Index.build(model, {args.modality: inputs}, batch_size=batch_size)
     index.save(args.out)
     summary = {"out": str(args.out), "modality": args.modality, "count": len(index), "dim": index.dim,

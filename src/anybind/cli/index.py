@@ -17,7 +17,7 @@ from anybind.errors import InputError
 
 def _add_input_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", action="append", nargs="+", required=True, metavar=("MODALITY", "PATH"),
-                        help="a modality then its files/folders (text: .txt files or texts); repeat per modality")
+                        help="a modality then its files/folders (text: literal texts, or @FILE); repeat per modality")
     add_input_options(parser)
 
 
@@ -54,6 +54,8 @@ def _inputs(args: argparse.Namespace) -> dict[str, list[Any]]:
         if not values:
             raise InputError(f"`--input {modality}`: expected a modality followed by at least one path")
         inputs.setdefault(modality, []).extend(read_inputs(modality, values, args.glob, f"--input {modality}"))
+    if args.text_file:
+        inputs.setdefault("text", []).extend(read_inputs("text", [], args.glob, "--text-file", args.text_file))
     return inputs
 
 

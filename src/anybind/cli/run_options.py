@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from anybind.cli import add_common_options
+from anybind.errors import InputError
 
 R = TypeVar("R")
 
@@ -33,6 +34,10 @@ def apply_run_overrides(recipe: R, args: argparse.Namespace) -> R:
     """`recipe` with ``--device``, ``--batch-size``, ``--steps`` (clearing `train.epochs`),
     ``--manifest``, ``--val-manifest`` and ``--output-dir`` applied; paths resolved from the working folder."""
     train: Any = recipe.train  # type: ignore[attr-defined]
+    for option, value in (("--steps", args.steps), ("--batch-size", args.batch_size),
+                          ("--stop-after", getattr(args, "stop_after", None))):
+        if value is not None and value < 1:
+            raise InputError(f"`{option}`: expected a positive integer, got {value}")
     changes: dict[str, Any] = {}
     if args.device is not None:
         changes["device"] = args.device

@@ -21,7 +21,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Embed each query (texts by default; files with --query-modality) and print the index's "
                     "top hits by cosine similarity.")
     parser.add_argument("index", help="index folder (from `anybind index build` or `anybind embed`)")
-    parser.add_argument("queries", nargs="+", help="query texts, or files/folders with --query-modality")
+    parser.add_argument("queries", nargs="*", help="query texts (literal; @FILE or --text-file FILE reads one per "
+                        "line), or files/folders with --query-modality")
     parser.add_argument("--query-modality", default="text", help="modality of the queries (default: %(default)s)")
     parser.add_argument("-k", "--top-k", type=int, default=10, help="hits per query (default: %(default)s)")
     parser.add_argument("--modality", action="append", default=None,
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if model.anchor_key != index.anchor_key:
         raise AnchorMismatchError(f"`--model` {args.model!r} has anchor {model.anchor_key}, but index "
                                   f"{args.index!r} holds anchor {index.anchor_key}")
-    queries = read_inputs(args.query_modality, args.queries, args.glob, "queries")
+    queries = read_inputs(args.query_modality, args.queries, args.glob, "queries", args.text_file)
     vectors = model.embed(args.query_modality, queries, batch_size=batch_size)
     result = index.search(vectors, k=args.top_k, modality=args.modality, backend=args.backend)
     hits = result.to_list()

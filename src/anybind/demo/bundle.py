@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anybind.builders import register_builder
 from anybind.config import load_named, to_dict
 from anybind.errors import InputError
 
@@ -57,6 +58,7 @@ def _log(message: str, progress: bool) -> None:
         print(f"[anybind default bundle] {message}", flush=True)
 
 
+@register_builder("default")
 def build_default_bundle(rebuild: bool = False, recipe: str = "default", anchor: dict[str, Any] | None = None,
                          home: str | Path | None = None, progress: bool = True) -> Path:
     """Build (or find in the cache) the default bundle of `recipe` and return its folder.

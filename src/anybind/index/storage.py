@@ -179,7 +179,45 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     for key in ("dim", "count", "vectors", "metadata", "anchor_key"):
         if key not in manifest:
             raise InputFileError(f"{str(manifest_path)!r}: missing required key `{key}`")
+    check_manifest_entries(manifest, path, manifest_path)
     return manifest
+
+
+def confined_file(folder: Path, name: Any, where: str) -> Path:
+    """`folder / name` for a plain file name that stays inside `folder`; else `InputFileError` naming `where`.
+
+    A manifest may only name files in its own folder: no separators, no ``..``, no absolute
+    paths, and no symlink that resolves elsewhere.
+    """
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\x00" in name):
+        raise InputFileError(f"{where}: expected the name of a file inside the index folder, got {name!r}")
+    file = folder / name
+    if file.is_symlink() and file.resolve().parent != folder.resolve():
+        raise InputFileError(f"{where}: {name!r} is a symlink to {str(file.resolve())!r}, outside the index folder")
+    return file
+
+
+def check_manifest_entries(manifest: dict[str, Any], folder: Path, manifest_path: Path) -> None:
+    """Check the types of a manifest's sizes and file entries, and confine every file to `folder`."""
+    where = repr(str(manifest_path))
+    for key, minimum in (("dim", 1), ("count", 0)):
+        value = manifest[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise InputFileError(f"{where}: `{key}` must be an integer >= {minimum}, got {value!r}")
+    if not isinstance(manifest["anchor_key"], str):
+        raise InputFileError(f"{where}: `anchor_key` must be a string, got {manifest['anchor_key']!r}")
+    if not isinstance(manifest["vectors"], list):
+        raise InputFileError(f"{where}: `vectors` must be a list of file entries, got {manifest['vectors']!r}")
+    entries = [(f"`vectors[{n}]`", e, True) for n, e in enumerate(manifest["vectors"])]
+    for label, entry, has_rows in [*entries, ("`metadata`", manifest["metadata"], False)]:
+        fields = {"file": str, "bytes": int, "sha256": str, **({"rows": int} if has_rows else {})}
+        if not isinstance(entry, dict):
+            raise InputFileError(f"{where}: {label} must be an object with {', '.join(fields)}, got {entry!r}")
+        for field, kind in fields.items():
+            if not isinstance(entry.get(field), kind) or isinstance(entry.get(field), bool):
+                raise InputFileError(f"{where}: {label}.{field} must be a {kind.__name__}, got {entry.get(field)!r}")
+        confined_file(folder, entry["file"], f"{where}: {label}.file")
 
 
 def verify_file(path: Path, entry: dict[str, Any]) -> None:

@@ -226,7 +226,15 @@ class Index:
 
     def remove(self, ids: Sequence[Id] | Id) -> int:
         """Remove the rows with these ids (all must exist); returns how many were removed."""
-        wanted = [ids] if isinstance(ids, (int, str)) else list(ids)
+        if isinstance(ids, (int, str)) and not isinstance(ids, bool):
+            wanted = [ids]
+        elif isinstance(ids, (Sequence, np.ndarray, torch.Tensor)) and not isinstance(ids, (bytes, bytearray)):
+            wanted = ids.tolist() if isinstance(ids, (np.ndarray, torch.Tensor)) else list(ids)
+        else:
+            raise InputError(f"`ids`: expected an id (int or str) or a list of ids, got {ids!r}")
+        bad = [row_id for row_id in wanted if isinstance(row_id, bool) or not isinstance(row_id, (int, str))]
+        if bad:
+            raise InputError(f"`ids`: ids are ints or strings, got {bad[0]!r} ({type(bad[0]).__name__})")
         missing = [row_id for row_id in wanted if row_id not in self._positions]
         if missing:
             raise InputError(f"`ids`: {len(missing)} id(s) not in the index, e.g. {missing[:5]!r}")

@@ -16,6 +16,7 @@ Unknown keys anywhere are a `ConfigError` naming them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,13 +150,19 @@ def _check_values(config: BindConfig, where: str) -> None:
                           f"steps={train.steps!r}, epochs={train.epochs!r}")
     if train.steps is not None and train.steps < 1:
         raise ConfigError(f"{where}: `train.steps` must be >= 1, got {train.steps}")
-    if train.epochs is not None and train.epochs <= 0:
+    if train.epochs is not None and not (math.isfinite(train.epochs) and train.epochs > 0):
         raise ConfigError(f"{where}: `train.epochs` must be > 0, got {train.epochs}")
-    if train.lr <= 0:
-        raise ConfigError(f"{where}: `train.lr` must be > 0, got {train.lr}")
+    if not math.isfinite(train.lr) or train.lr <= 0:
+        raise ConfigError(f"{where}: `train.lr` must be > 0, got {train.lr} (a finite number)")
+    if not math.isfinite(train.weight_decay) or train.weight_decay < 0:
+        raise ConfigError(f"{where}: `train.weight_decay` must be a finite number >= 0, got {train.weight_decay}")
+    if not all(math.isfinite(beta) and 0 <= beta < 1 for beta in train.betas):
+        raise ConfigError(f"{where}: `train.betas` must be two numbers in [0, 1), got {list(train.betas)}")
+    if not math.isfinite(train.eps) or train.eps <= 0:
+        raise ConfigError(f"{where}: `train.eps` must be a finite number > 0, got {train.eps}")
     if not 0 <= train.min_lr_ratio <= 1:
         raise ConfigError(f"{where}: `train.min_lr_ratio` must be in [0, 1], got {train.min_lr_ratio}")
-    if train.grad_clip is not None and train.grad_clip <= 0:
+    if train.grad_clip is not None and not train.grad_clip > 0:
         raise ConfigError(f"{where}: `train.grad_clip` must be > 0 or null, got {train.grad_clip}")
     if not 0 <= data.val_fraction < 1:
         raise ConfigError(f"{where}: `data.val_fraction` must be in [0, 1), got {data.val_fraction}")

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from anybind.config import to_dict
 from anybind.errors import ConfigError, InputError
-from anybind.model import BoundModel, ModalityConfig, _to_device, build_modality, default_device, resolve_spec
+from anybind.model import BoundModel, ModalityConfig, _to_device, build_modality, resolve_device, resolve_spec
 from anybind.model import load as load_model
 from anybind.modality import Encoder
 from anybind.train.anchor_cache import AnchorVectorCache, cached_anchor_vectors, embed_partners
@@ -207,7 +207,7 @@ def bind(config: str | Path | Mapping[str, Any] | BindConfig, *, resume: bool = 
     config = load_bind_config(config)
     if stop_after is not None and stop_after < 1:
         raise InputError(f"`stop_after`: expected a positive number of steps, got {stop_after}")
-    device = torch.device(config.train.device) if config.train.device else default_device()
+    device = resolve_device(config.train.device, "train.device")
     created_group = join_process_group(device)
     try:
         run = BindingRun(config, local_device(device), base_model)

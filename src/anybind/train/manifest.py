@@ -98,6 +98,11 @@ def read_manifest_rows(path: str | Path, argument: str = "data.manifest") -> tup
             if suffix == ".csv":
                 reader = csv.DictReader(handle)
                 columns = [c.strip() for c in reader.fieldnames or []]
+                repeated = sorted({c for c in columns if columns.count(c) > 1})
+                if repeated:
+                    raise InputFileError(f"`{argument}`: manifest {str(path)!r} names column(s) "
+                                         f"{', '.join(map(repr, repeated))} more than once in its header; each column "
+                                         "must appear once")
                 for record in reader:
                     if None in record:
                         raise InputFileError(f"manifest {str(path)!r} line {reader.line_num}: more fields than "

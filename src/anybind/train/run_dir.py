@@ -10,12 +10,15 @@ Layout::
 
 A folder that already holds a run is refused unless resuming (same config, same anchor) or
 overwriting. Generic over the kind of training (``kind`` names it, e.g. ``"bind"``).
+The process using a run folder holds an exclusive lock on ``<output_dir>/.lock`` (POSIX flock,
+released when the process ends), so a second trainer on the same folder is refused.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -26,6 +29,34 @@ from anybind.atomic import atomic_write_bytes, atomic_write_json
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
+LOCK_FILE = ".lock"
+_held_locks: dict[Path, int] = {}  # resolved run folder -> open descriptor holding its flock
+
+
+def lock_run_folder(folder: Path) -> None:
+    """Take the exclusive lock of run folder `folder` for the rest of this process (idempotent).
+
+    Raises `InputError` when another process holds it. A no-op where flock does not exist.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return
+    key = folder.resolve()
+    if key in _held_locks:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+        os.close(descriptor)
+        raise InputError(f"`output_dir`: run folder {str(folder)!r} is in use by another anybind process "
+                         f"(pid {holder}); wait for it to finish or choose another folder") from None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, str(os.getpid()).encode())
+    _held_locks[key] = descriptor
 
 
 def read_run(folder: Path) -> dict[str, Any] | None:
@@ -53,12 +84,13 @@ def check_run_folder(folder: Path, *, kind: str, config: Mapping[str, Any], anch
         raise InputError("`--resume` and `--overwrite` exclude each other: pick one")
     if folder.exists() and not folder.is_dir():
         raise InputError(f"`output_dir`: {str(folder)!r} is a file, expected a folder")
-    if not folder.exists() or not any(folder.iterdir()):
+    if not folder.exists() or not any(p.name != LOCK_FILE for p in folder.iterdir()):
         return False
     run = read_run(folder)
     if run is None:
         raise InputError(f"`output_dir`: {str(folder)!r} is not empty and holds no anybind run ({RUN_FILE}); "
                          "choose a new or empty folder")
+    lock_run_folder(folder)
     if overwrite:
         return False
     if not resume:
@@ -82,10 +114,11 @@ def check_run_folder(folder: Path, *, kind: str, config: Mapping[str, Any], anch
 def start_run_folder(folder: Path, *, kind: str, config: Mapping[str, Any], anchor: Mapping[str, Any],
                      resumed: bool) -> None:
     """Create `folder` (emptied first when overwriting a run) and write ``run.json``."""
-    if not resumed and folder.exists() and read_run(folder) is not None:
+    lock_run_folder(folder)
+    if not resumed and read_run(folder) is not None:
         for child in folder.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
+            if child.name != LOCK_FILE:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     if not resumed:
         atomic_write_json(folder / RUN_FILE, {"kind": kind, "config": dict(config), "anchor": dict(anchor)})
 

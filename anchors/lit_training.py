@@ -257,7 +257,11 @@ def fit_lit_tower(fit: LiTFitState, pixels: torch.Tensor, caption_vectors: torch
     """
     from open_clip.loss import ClipLoss
 
+    from anybind.train.optim import warn_if_warmup_too_long
+
     steps = total_steps(config, len(pixels))
+    if fit.step == 0:
+        warn_if_warmup_too_long(config.warmup_steps, steps, "train.warmup_steps")
     batch = min(config.batch_size, len(pixels))
     end = steps if stop_after is None else min(steps, fit.step + stop_after)
     loss_fn = ClipLoss()

@@ -207,10 +207,10 @@ def bind(config: str | Path | Mapping[str, Any] | BindConfig, *, resume: bool = 
     config = load_bind_config(config)
     if stop_after is not None and stop_after < 1:
         raise InputError(f"`stop_after`: expected a positive number of steps, got {stop_after}")
-    device = torch.device(config.train.device) if config.train.device else default_device()
+    device = local_device(torch.device(config.train.device) if config.train.device else default_device())
     created_group = join_process_group(device)
     try:
-        run = BindingRun(config, local_device(device), base_model)
+        run = BindingRun(config, device, base_model)
         run.open(resume=resume, overwrite=overwrite)
         return run.train(stop_after)
     finally:

@@ -283,24 +283,28 @@ class BoundModel(nn.Module):
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def embed(self, modality: str | Mapping[str, Any], inputs: Any = None, *, batch_size: int | None = None,
-              progress: bool | None = None, **options: Any) -> Embeddings | dict[str, Embeddings]:
+              progress: bool | None = None, batched: bool | None = None,
+              **options: Any) -> Embeddings | dict[str, Embeddings]:
         """Embed `inputs` of `modality` -> ``[N, D]`` float32 unit-norm `Embeddings` on CPU.
 
         ``embed({"image": [...], "text": [...]})`` embeds several modalities and returns a dict.
         `batch_size` defaults to the modality's; `progress` shows a tqdm bar (default: from
-        256 inputs on); extra `options` go to the modality's loader (e.g. ``sample_rate=``).
+        256 inputs on); `batched` says whether a single array is a batch along its first axis
+        (default: the modality's rule, see `Modality.as_items`); extra `options` go to the
+        modality's loader (e.g. ``sample_rate=``).
         """
         if isinstance(modality, Mapping):
             if inputs is not None:
                 raise InputError("`inputs`: pass inputs inside the dict when `modality` is a dict")
             if not modality:
                 raise InputError("`modality`: expected a non-empty dict of modality -> inputs, got {}")
-            return {name: self.embed(name, value, batch_size=batch_size, progress=progress, **options)  # type: ignore[misc]
+            return {name: self.embed(name, value, batch_size=batch_size, progress=progress,  # type: ignore[misc]
+                                     batched=batched, **options)
                     for name, value in modality.items()}
         bound = self.bound(modality)
         if inputs is None:
             raise InputError(f"`inputs`: expected {bound.modality.accepts}, got None")
-        items = bound.modality.as_items(inputs)
+        items = bound.modality.as_items(inputs, batched=batched)
         size = batch_size if batch_size is not None else bound.modality.default_batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise InputError(f"`batch_size`: expected a positive integer, got {size!r}")

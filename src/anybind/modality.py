@@ -20,6 +20,7 @@ A plugin module defines::
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -196,6 +197,13 @@ class ProjectionHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, in_dim]`` -> ``[B, out_dim]``."""
         return self.proj(features)
+
+
+def float32_region(device: torch.device | str) -> contextlib.AbstractContextManager[Any]:
+    """Autocast switched off on `device`: signal front ends (mel spectrograms, point-cloud
+    projection, disparity scaling) run inside it on float32 inputs, so bf16/fp16 autocast never
+    underflows a log floor (1e-10 is 0 in fp16) or quantizes a rendered view."""
+    return torch.autocast(device_type=torch.device(device).type, enabled=False)
 
 
 def check_file(item: Any, argument: str, what: str) -> Path:

@@ -311,10 +311,11 @@ class BoundModel(nn.Module):
         show = progress if progress is not None else len(items) >= PROGRESS_MIN_ITEMS
         chunks = []
         with tqdm(total=len(items), desc=f"embed {modality}", unit="item", disable=not show) as bar, \
-                torch.inference_mode(), self._autocast():
+                torch.inference_mode():
             for start in range(0, len(items), size):
-                batch = bound.modality.load(items[start:start + size], **options)
-                features = bound.encoder(to_device(batch, self.device)).float()
+                batch = bound.modality.load(items[start:start + size], **options)  # CPU loaders: float32
+                with self._autocast():
+                    features = bound.encoder(to_device(batch, self.device)).float()
                 chunks.append(F.normalize(features, dim=-1).cpu())
                 bar.update(min(size, len(items) - start))
         vectors = torch.cat(chunks).clone()

@@ -197,7 +197,17 @@ def load(spec: str | Path | Mapping[str, Any] = "tiny", device: str | torch.devi
             f"`spec`: the bundle's modalities were trained against anchor {AnchorIdentity.from_dict(recorded).key}, "
             f"but its anchor spec now builds {anchor.identity.key} (were the anchor weights replaced?)")
     model = BoundModel(anchor, config, base_dir=base_dir, precision=precision)
+    model.spec = spec_reference(spec)
     return model.to(torch.device(device) if device is not None else default_device())
+
+
+def spec_reference(spec: str | Path | Mapping[str, Any]) -> str | None:
+    """How to name the model `spec` again later (e.g. in an index manifest): an existing config file
+    or bundle folder as an absolute path, a preset name as given; None for an in-memory mapping."""
+    if isinstance(spec, Mapping):
+        return None
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else str(spec)
 
 
 class BoundModel(nn.Module):
@@ -205,6 +215,8 @@ class BoundModel(nn.Module):
 
     `embed` turns inputs of any modality into unit-norm float32 vectors of the anchor space.
     """
+
+    spec: str | None = None  # what `anybind.load` was given (see `spec_reference`), recorded by indexes
 
     def __init__(self, anchor: Anchor, config: ModelConfig, base_dir: Path | None = None,
                  precision: Precision = "fp32") -> None:

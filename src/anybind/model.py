@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from anybind.anchor import Anchor, AnchorIdentity
 from anybind.config import find_named_config, from_dict, read_data_file, to_dict
 from anybind.embeddings import Embeddings
 from anybind.errors import AnchorMismatchError, CheckpointError, ConfigError, InputError, InputFileError, UnknownNameError
 from anybind.modality import Batch, Encoder, EncoderContext, Modality
+from anybind.progress import progress_bar
 from anybind.registry import get_anchor, get_encoder, get_modality, list_modalities
 from anybind.weights import describe_mismatch, read_safetensors, seeded
 
@@ -322,7 +322,7 @@ class BoundModel(nn.Module):
             raise InputError(f"`batch_size`: expected a positive integer, got {size!r}")
         show = progress if progress is not None else len(items) >= PROGRESS_MIN_ITEMS
         chunks = []
-        with tqdm(total=len(items), desc=f"embed {modality}", unit="item", disable=not show) as bar, \
+        with progress_bar(total=len(items), desc=f"embed {modality}", unit="item", disable=not show) as bar, \
                 torch.inference_mode():
             for start in range(0, len(items), size):
                 batch = bound.modality.load(items[start:start + size], **options)  # CPU loaders: float32

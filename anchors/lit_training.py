@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from anybind.anchors.lit import (
     CLIP_INIT_LOGIT_SCALE,
@@ -40,6 +39,7 @@ from anybind.anchors.lit import (
 )
 from anybind.config import from_dict, read_data_file, to_dict
 from anybind.errors import ConfigError, InputError
+from anybind.progress import progress_bar
 
 CLIP_MAX_LOGIT_SCALE = 100.0  # CLIP (Radford et al. 2021): logit scale clipped at 100
 TOWER_FILE = "anchor/image-tower.safetensors"
@@ -257,12 +257,16 @@ def fit_lit_tower(fit: LiTFitState, pixels: torch.Tensor, caption_vectors: torch
     """
     from open_clip.loss import ClipLoss
 
+    from anybind.train.optim import warn_if_warmup_too_long
+
     steps = total_steps(config, len(pixels))
+    if fit.step == 0:
+        warn_if_warmup_too_long(config.warmup_steps, steps, "train.warmup_steps")
     batch = min(config.batch_size, len(pixels))
     end = steps if stop_after is None else min(steps, fit.step + stop_after)
     loss_fn = ClipLoss()
     fit.tower.train().requires_grad_(True)
-    bar = tqdm(total=end - fit.step, desc="train lit image tower", unit="step", disable=not progress)
+    bar = progress_bar(total=end - fit.step, desc="train lit image tower", unit="step", disable=not progress)
     while fit.step < end:
         step = fit.step
         for group in fit.optimizer.param_groups:
@@ -533,7 +537,7 @@ def _load_pixels(paths: Sequence[Path], anchor: LiTAnchor, progress: bool) -> to
 
     modality = ImageModality(anchor.image_preprocess, anchor)
     chunks = []
-    for start in tqdm(range(0, len(paths), 256), desc="load images", unit="chunk", disable=not progress):
+    for start in progress_bar(range(0, len(paths), 256), desc="load images", unit="chunk", disable=not progress):
         chunks.append(modality.load(list(paths[start:start + 256])))
     return torch.cat(chunks)
 

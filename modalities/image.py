@@ -104,6 +104,9 @@ def _size_error(width: int, height: int, argument: str, what: str) -> str | None
     return None
 
 
+PIXEL_TOLERANCE = 1e-3  # resampling/rounding may overshoot [0, 1] slightly
+
+
 @register_modality("image")
 class ImageModality(Modality):
     """Images through the anchor's image tower."""
@@ -114,6 +117,8 @@ class ImageModality(Modality):
     default_batch_size = 64
     default_templates = "image"
     item_ndim = 3  # [3, H, W] float tensor or [H, W, 3] uint8 array; [N, ...] is a batch
+    batch_rule = ("one array is one image ([H, W] / [H, W, 3] uint8, [3, H, W] float in [0, 1]); several images "
+                  "are a list or an [N, 3, H, W] / [N, H, W, 3] array")
 
     @classmethod
     def resolve_preprocess(cls, spec: Any, anchor: Any) -> ImagePreprocess:
@@ -159,6 +164,12 @@ class ImageModality(Modality):
             raise InputError(f"`{argument}`: expected a float tensor in [0, 1], got dtype {tensor.dtype}")
         check_image_size(tensor.shape[-1], tensor.shape[-2], argument, f"image tensor of shape {shape}")
         check_finite(tensor, argument)
+        low, high = float(tensor.min()), float(tensor.max())
+        if low < -PIXEL_TOLERANCE or high > 1 + PIXEL_TOLERANCE:
+            hint = ("divide 0..255 pixels by 255" if high > 2 else
+                    "pass raw pixels, not mean/std-normalized ones: anybind normalizes with the anchor's constants")
+            raise InputError(f"`{argument}`: expected a float tensor with values in [0, 1], got values in "
+                             f"[{low:.4g}, {high:.4g}] ({hint})")
         return tensor_transform(tensor.float().cpu(), self.preprocess)
 
 

@@ -145,3 +145,29 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_broken_plugin_is_skipped_with_one_warning(tmp_path: Path) -> None:
+    _install_plugin_distribution(tmp_path)
+    (tmp_path / "anybind_broken.py").write_text("raise RuntimeError('plugin exploded on import')\n")
+    info = tmp_path / "anybind_broken-2.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: anybind-broken\nVersion: 2.0\n")
+    (info / "entry_points.txt").write_text("[anybind.modalities]\nbroken = anybind_broken:Broken\n")
+    script = f"""
+import sys, warnings
+sys.path.insert(0, {str(tmp_path)!r})
+import anybind
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    model = anybind.load("tiny", device="cpu")
+    assert "thermal" in anybind.list_modalities() and "broken" not in anybind.list_modalities()
+    anybind.registry.reset_discovery()
+    anybind.list_modalities()
+messages = [str(w.message) for w in caught if issubclass(w.category, anybind.registry.PluginWarning)]
+assert len(messages) == 1, messages
+print(messages[0])
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "anybind-broken 2.0" in result.stdout and "RuntimeError: plugin exploded on import" in result.stdout

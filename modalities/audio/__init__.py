@@ -6,12 +6,14 @@ constants live in ``configs/preprocess/audio/`` (``clap-48k``, ``clap-48k-fusion
 
     model.embed("audio", ["dog.wav", "rain.flac"])
     model.embed("audio", [waveform_1, waveform_2], sample_rate=16000)   # arrays need a rate
+    model.embed("audio", stereo, sample_rate=44100)   # one clip: [2, T] (torchaudio) or [T, 2] (soundfile)
+    model.embed("audio", clips, sample_rate=16000, batched=True)   # an [N, T] array of N mono clips
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -19,7 +21,7 @@ import torch
 from anybind.errors import InputError
 from anybind.modalities.audio import cnn as cnn
 from anybind.modalities.audio import htsat as htsat
-from anybind.modalities.audio.loader import check_sample_rate, load_audio_batch
+from anybind.modalities.audio.loader import MAX_CHANNELS, STEREO_CHANNELS, check_sample_rate, load_audio_batch
 from anybind.modalities.audio.preprocess import AudioPreprocess
 from anybind.modality import Modality
 from anybind.registry import register_modality
@@ -29,22 +31,36 @@ from anybind.registry import register_modality
 class AudioModality(Modality):
     """Audio files (wav/flac/ogg/...) and waveform arrays, mixed to mono and resampled per encoder."""
 
-    accepts = ("audio file paths, or waveforms as [samples] / [channels, samples] numpy arrays or tensors "
-               "(a single [N, samples] array is N mono clips) with `sample_rate=` in Hz")
+    accepts = ("audio file paths, or waveforms as [samples] / [channels, samples] / [samples, channels] numpy "
+               "arrays or tensors with `sample_rate=` in Hz")
     Preprocess = AudioPreprocess
     default_preprocess = "clap-48k"
     default_encoder = "htsat"
     default_batch_size = 8
     default_templates = "audio"
 
-    item_ndim = 1  # a [T] clip; a single [N, T] array is N mono clips (pass multi-channel clips in a list)
+    item_ndim = 1  # a [T] clip
+    batch_rule = ("one array is one clip: [samples], or 2-D with a channel axis of at most "
+                  f"{STEREO_CHANNELS} channels first or {MAX_CHANNELS} channels last; several clips are a list, "
+                  "or an [N, samples] array with batched=True")
 
-    def as_items(self, inputs: Any) -> list[Any]:
-        """As `Modality.as_items`; arrays of more than 2 dimensions are refused."""
-        if isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim > 2:
-            raise InputError(f"`inputs`: expected a [samples] or [N, samples] array (or a list of clips), "
-                             f"got shape {tuple(inputs.shape)}")
-        return super().as_items(inputs)
+    def array_layout(self, shape: tuple[int, ...]) -> Literal["item", "batch"] | None:
+        """A lone ``[T]`` array is one clip; a 2-D array is one clip when one axis is clearly channels
+        (torchaudio's ``[1 or 2, T]``, soundfile's ``[T, C <= 64]``); other 2-D shapes are ambiguous."""
+        if len(shape) == 2:
+            first, last = shape
+            if first <= STEREO_CHANNELS < last or last <= MAX_CHANNELS < first:
+                return "item"
+            return None
+        return "item"
+
+    def as_items(self, inputs: Any, batched: bool | None = None) -> list[Any]:
+        """As `Modality.as_items`; a lone array of more than 2 dimensions is refused (3 with `batched=True`)."""
+        if isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim > (3 if batched else 2):
+            raise InputError(f"`inputs`: expected one clip as a [samples] or 2-D [channels, samples] array, or a "
+                             f"batch as a list of clips or an [N, samples] array with batched=True; got shape "
+                             f"{tuple(inputs.shape)}")
+        return super().as_items(inputs, batched)
 
     def load(self, items: Sequence[Any], **options: Any) -> dict[str, torch.Tensor]:
         """Items -> the encoder batch (see `anybind.modalities.audio.loader.load_audio_batch`).

@@ -11,9 +11,7 @@ The HTS-AT size (tiny/base/large) and the fusion type are read from the tensors 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from anybind.anchor import sha256_file
+from anybind.atomic import atomic_write_bytes
 from anybind.errors import CheckpointError, InputFileError
 from anybind.weights import describe_mismatch
 
@@ -179,20 +178,6 @@ def load_clap_audio_state(encoder: torch.nn.Module, state: Mapping[str, torch.Te
         raise CheckpointError(f"`{ARGUMENT}`: {str(source)!r} left keys unloaded: {leftover[:8]}")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file in the same folder, fsync, then rename."""
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
 def convert_clap_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Convert an official CLAP checkpoint into an audio-only bundle folder and describe it.
 
@@ -225,7 +210,7 @@ def convert_clap_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> dict
     }
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     metadata = {"format": CONVERTED_FORMAT, "layout": json.dumps(asdict(layout)), "source": info["source"]}
-    _atomic_write(weights, save(tensors, metadata=metadata))
+    atomic_write_bytes(weights, save(tensors, metadata=metadata))
     text = json.dumps(info, indent=2)
-    _atomic_write(folder / CONVERTED_INFO, (text + "\n").encode())
+    atomic_write_bytes(folder / CONVERTED_INFO, (text + "\n").encode())
     return json.loads(text)  # JSON-ready: tuples as lists

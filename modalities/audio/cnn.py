@@ -18,7 +18,7 @@ from anybind.config import load_named
 from anybind.errors import ConfigError
 from anybind.modalities.audio.htsat import ARCHITECTURE_FOLDER, average_per_clip
 from anybind.modalities.audio.preprocess import AudioPreprocess
-from anybind.modality import Encoder, EncoderContext, ProjectionHead
+from anybind.modality import Encoder, EncoderContext, ProjectionHead, float32_region
 from anybind.registry import register_encoder
 
 LOG_FLOOR = 1e-10  # power floor before the log (-100 dB)
@@ -76,12 +76,14 @@ class AudioCNNEncoder(Encoder):
         self.head = ProjectionHead(2 * architecture.channels[-1], context.dim, config.head_hidden)
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``[W, samples]`` -> ``[W, 1, frames, mel_bins]`` log-mel power in dB."""
+        """``[W, samples]`` -> ``[W, 1, frames, mel_bins]`` float32 log-mel power in dB (autocast off)."""
         preprocess: AudioPreprocess = self.context.preprocess
-        spectrum = torch.stft(waveform, preprocess.window_size, preprocess.hop_size, preprocess.window_size,
-                              window=self.stft_window, center=True, pad_mode="reflect", return_complex=True)
-        power = torch.view_as_real(spectrum).pow(2).sum(-1).transpose(1, 2) @ self.mel_filterbank
-        return (10.0 / math.log(10.0)) * power.clamp(min=LOG_FLOOR).log().unsqueeze(1)
+        with float32_region(waveform.device):
+            spectrum = torch.stft(waveform.float(), preprocess.window_size, preprocess.hop_size,
+                                  preprocess.window_size, window=self.stft_window.float(), center=True,
+                                  pad_mode="reflect", return_complex=True)
+            power = torch.view_as_real(spectrum).pow(2).sum(-1).transpose(1, 2) @ self.mel_filterbank.float()
+            return (10.0 / math.log(10.0)) * power.clamp(min=LOG_FLOOR).log().unsqueeze(1)
 
     def window_features(self, waveform: torch.Tensor) -> torch.Tensor:
         """``[W, samples]`` -> ``[W, 2 * channels[-1]]`` pooled CNN features."""

@@ -25,7 +25,7 @@ from anybind.errors import ConfigError, InputError
 from anybind.modalities.audio.laion_source import import_clap_module
 from anybind.modalities.audio.preprocess import AudioPreprocess
 from anybind.modalities.audio.swin_inference import SwinInference
-from anybind.modality import Encoder, EncoderContext, ProjectionHead
+from anybind.modality import Encoder, EncoderContext, ProjectionHead, float32_region
 from anybind.registry import register_encoder
 
 ARCHITECTURE_FOLDER = "encoders/audio"
@@ -179,19 +179,21 @@ class HTSATEncoder(Encoder):
             load_clap_audio_state(self, state, str(config.clap_checkpoint))
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``[W, samples]`` -> ``[W, 1, frames, mel_bins]`` dB log-mel with CLAP's filterbank.
+        """``[W, samples]`` -> ``[W, 1, frames, mel_bins]`` float32 dB log-mel with CLAP's filterbank (autocast off).
 
         Same values as CLAP's torchlibrosa front end (periodic Hann, centred reflect padding,
         power 2, ``10 log10(max(x, 1e-10))``) computed with an FFT.
         """
         preprocess: AudioPreprocess = self.context.preprocess
-        spectrum = torch.stft(waveform, preprocess.window_size, preprocess.hop_size, preprocess.window_size,
-                              window=self.stft_window, center=True, pad_mode="reflect", return_complex=True)
-        power = torch.view_as_real(spectrum).pow(2).sum(-1).transpose(1, 2)  # [W, frames, freq]
         extractor = self.audio_branch.logmel_extractor
-        mel = power @ extractor.melW
         reference_db = 10.0 * math.log10(max(extractor.amin, extractor.ref))
-        return (10.0 * torch.log10(mel.clamp(min=extractor.amin))).unsqueeze(1) - reference_db
+        with float32_region(waveform.device):  # the 1e-10 floor underflows in fp16
+            spectrum = torch.stft(waveform.float(), preprocess.window_size, preprocess.hop_size,
+                                  preprocess.window_size, window=self.stft_window.float(), center=True,
+                                  pad_mode="reflect", return_complex=True)
+            power = torch.view_as_real(spectrum).pow(2).sum(-1).transpose(1, 2)  # [W, frames, freq]
+            mel = power @ extractor.melW.float()
+            return (10.0 * torch.log10(mel.clamp(min=extractor.amin))).unsqueeze(1) - reference_db
 
     def window_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The pooled HTS-AT embedding of every input: ``[W, width]`` (windows, or clips for fusion)."""

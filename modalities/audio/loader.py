@@ -33,6 +33,7 @@ from anybind.modality import check_file, describe
 MIN_SAMPLE_RATE = 1_000  # Hz; below this a rate is a mistake (1 Hz asks the resampler for 48000x the input)
 MAX_SAMPLE_RATE = 768_000  # Hz; the highest rate audio interfaces record at
 MAX_CHANNELS = 64  # a 2-D array with more "channels" than this is almost surely [samples, channels]
+STEREO_CHANNELS = 2  # a lone [C, T] array is one clip without `batched=` only for mono/stereo (torchaudio's layout)
 BLOCK_FRAMES = 1 << 18  # frames per block when a whole file is streamed (fusion input)
 _INTEGER_SCALE = {np.dtype(np.int8): 128.0, np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0,
                   np.dtype(np.int64): 9223372036854775808.0}
@@ -53,9 +54,11 @@ def check_sample_rate(value: Any, argument: str = "sample_rate") -> int:
     return int(value)
 
 
-def to_mono_float(array: Any, argument: str) -> np.ndarray:
-    """A ``[T]`` or ``[channels, T]`` array/tensor -> ``[T]`` float32 mono in [-1, 1] for integer PCM.
+def to_mono_float(array: Any, argument: str, channels_first: bool | None = None) -> np.ndarray:
+    """One clip as a ``[T]``, ``[channels, T]`` or ``[T, channels]`` array/tensor -> ``[T]`` float32 mono.
 
+    A 2-D array's channel axis is the first when it has at most `MAX_CHANNELS` entries, else the
+    last when that one does (soundfile's layout); `channels_first` True skips the guess (files).
     Integer PCM is divided by its full scale (int16: 32768); uint8 is centred at 128 first;
     channels are averaged. Raises `InputError` for empty, non-finite or oddly shaped input.
     """
@@ -64,10 +67,14 @@ def to_mono_float(array: Any, argument: str) -> np.ndarray:
         array = (tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor).numpy()
     array = np.asarray(array)
     if array.ndim not in (1, 2):
-        raise InputError(f"`{argument}`: expected a [samples] or [channels, samples] array, got shape {array.shape}")
-    if array.ndim == 2 and array.shape[0] > MAX_CHANNELS:
-        raise InputError(f"`{argument}`: expected [channels, samples] with at most {MAX_CHANNELS} channels, got "
-                         f"shape {array.shape} (transpose a [samples, channels] array)")
+        raise InputError(f"`{argument}`: expected a [samples], [channels, samples] or [samples, channels] array, "
+                         f"got shape {array.shape}")
+    if array.ndim == 2 and not channels_first and array.shape[0] > MAX_CHANNELS:
+        if array.shape[1] > MAX_CHANNELS:
+            raise InputError(f"`{argument}`: expected one clip with at most {MAX_CHANNELS} channels on its first or "
+                             f"last axis, got shape {array.shape} (for N mono clips pass a list, or the [N, samples] "
+                             f"array alone with batched=True)")
+        array = array.T  # [samples, channels], as soundfile.read returns it
     if array.shape[-1] == 0 or array.size == 0:
         raise InputError(f"`{argument}`: expected at least one audio sample, got shape {array.shape} (zero-length audio)")
     if array.dtype == np.uint8:
@@ -278,8 +285,8 @@ def load_audio_batch(items: Sequence[Any], preprocess: AudioPreprocess, sample_r
                 windows = source_windows(lambda start, count: mono[start:start + count], mono.shape[0], rate,
                                          preprocess, argument)
         else:
-            raise InputError(f"`{argument}`: expected an audio file path, a [samples] / [channels, samples] "
-                             f"array or tensor; got {describe(item)}")
+            raise InputError(f"`{argument}`: expected an audio file path, a [samples] / [channels, samples] / "
+                             f"[samples, channels] array or tensor; got {describe(item)}")
         if fusion:
             waveform = torch.from_numpy(np.ascontiguousarray(whole))
             if preprocess.quantize_int16:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from anybind.modality import Modality
 from anybind.registry import register_modality
 
 LOAD_OPTIONS = ("kind", "camera", "focal_length", "baseline")
+MAX_CHANNEL_AXIS = 4  # a last axis this short is channels (gray/RGB/RGBA), never a map's width
 
 
 def _positive(value: Any, name: str) -> float:
@@ -56,6 +57,15 @@ class DepthModality(Modality):
     default_templates = "depth"
 
     item_ndim = 2  # an [H, W] map; [B, H, W] is B maps
+    batch_rule = ("one array is one [H, W] map; several maps are a list, or a [B, H, W] array; an array whose "
+                  f"last axis has at most {MAX_CHANNEL_AXIS} entries looks like [H, W, channels] and needs batched=")
+
+    def array_layout(self, shape: tuple[int, ...]) -> Literal["item", "batch"] | None:
+        """``[H, W]`` is one map, ``[B, H, W]`` a batch; ``[H, W, C]`` with a small last axis (an image-like
+        array, e.g. RGB-encoded depth) is ambiguous rather than split into H one-row maps."""
+        if len(shape) == 3 and shape[0] != 1 and shape[-1] <= MAX_CHANNEL_AXIS:
+            return None
+        return super().array_layout(shape)
 
     def load(self, items: Sequence[Any], **options: Any) -> dict[str, torch.Tensor]:
         """Items -> masked, resized disparity maps and their validity masks (CPU)."""

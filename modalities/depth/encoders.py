@@ -7,16 +7,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from anybind.modality import Encoder, EncoderContext, ProjectionHead
+from anybind.modality import Encoder, EncoderContext, ProjectionHead, float32_region
 from anybind.registry import register_encoder
 
 
 def disparity_image(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """``[B, 1, S, S]`` disparity -> the same scaled by each map's largest valid value into [0, 1]
-    (near = bright, invalid = 0)."""
-    disparity = batch["disparity"] * batch["valid"]
-    peak = disparity.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)
-    return disparity / peak
+    (near = bright, invalid = 0); float32, autocast off."""
+    with float32_region(batch["disparity"].device):
+        disparity = batch["disparity"].float() * batch["valid"].float()
+        peak = disparity.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)
+        return disparity / peak
 
 
 @dataclass(frozen=True)

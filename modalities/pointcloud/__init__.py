@@ -45,12 +45,13 @@ class PointCloudModality(Modality):
     default_templates = "pointcloud"
 
     item_ndim = 2  # an [N, 3] cloud; [B, N, 3] is B clouds
+    batch_rule = "one array is one [N, 3] (or [N, C > 3]) cloud; several clouds are a list or a [B, N, 3] array"
 
-    def as_items(self, inputs: Any) -> list[Any]:
+    def as_items(self, inputs: Any, batched: bool | None = None) -> list[Any]:
         """As `Modality.as_items`; a trimesh object is one item."""
         if not isinstance(inputs, (str, Path, Sequence)) and hasattr(inputs, "vertices"):
             return [inputs]  # a trimesh object is one item
-        return super().as_items(inputs)
+        return super().as_items(inputs, batched)
 
     def load(self, items: Sequence[Any], **options: Any) -> torch.Tensor:
         """Items -> ``[B, num_points, 3]`` float32 clouds (CPU)."""

@@ -12,7 +12,7 @@ from torch import nn
 from anybind.errors import ConfigError, InputError
 from anybind.modalities.pointcloud.config import PointCloudPreprocess
 from anybind.modalities.pointcloud.projection import method_views, project_to_views
-from anybind.modality import Encoder, EncoderContext
+from anybind.modality import Encoder, EncoderContext, float32_region
 from anybind.registry import register_encoder
 
 
@@ -93,7 +93,7 @@ class ProjectionEncoder(Encoder):
     def render(self, points: torch.Tensor) -> torch.Tensor:
         """``[B, N, 3]`` clouds -> ``[B·V, 3, S, S]`` pixels for the anchor's image tower."""
         pixels = self.context.anchor.image_preprocess
-        with torch.autocast(device_type=points.device.type, enabled=False):
+        with float32_region(points.device):
             images = project_to_views(points.float(), self.config.method, self.config.views, self.config.resolution,
                                       size=pixels.size, config=self.context.preprocess)
         images = images.reshape(-1, *images.shape[2:])

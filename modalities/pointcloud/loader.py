@@ -43,13 +43,17 @@ def sample_points(points: np.ndarray, count: int, rng: np.random.Generator) -> n
     return np.concatenate([points, points[extra]])
 
 
-def normalize_to_unit_sphere(points: np.ndarray, argument: str) -> np.ndarray:
-    """Center ``[N, 3]`` `points` on their centroid and scale so the farthest point has norm 1."""
+def normalize_to_unit_sphere(points: np.ndarray, argument: str, given: int | None = None) -> np.ndarray:
+    """Center ``[N, 3]`` `points` on their centroid and scale so the farthest point has norm 1.
+
+    `given` is how many points the user passed (before resampling), for the error message.
+    """
     centered = points - points.mean(axis=0, keepdims=True)
     radius = float(np.sqrt((centered ** 2).sum(axis=1)).max())
     if not radius > 0:
-        raise InputError(f"`{argument}`: expected at least 2 distinct points to scale into the unit sphere, "
-                         f"got {points.shape[0]} point(s) that all coincide")
+        count = points.shape[0] if given is None else given
+        got = "got 1 point" if count == 1 else f"got {count} points that all coincide"
+        raise InputError(f"`{argument}`: expected at least 2 distinct points to scale into the unit sphere, {got}")
     return centered / radius
 
 
@@ -263,7 +267,7 @@ def prepare_points(raw: np.ndarray, *, count: int, seed: int, up_axis: str, norm
     if up_axis == "y":
         chosen = y_up_to_z_up(chosen)
     if normalize:
-        chosen = normalize_to_unit_sphere(chosen, argument)
+        chosen = normalize_to_unit_sphere(chosen, argument, given=raw.shape[0])
     elif raw.shape[0] < 2:
         raise InputError(f"`{argument}`: expected at least 2 points, got {raw.shape[0]}")
     return chosen.astype(np.float32)

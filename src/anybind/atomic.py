@@ -2,6 +2,10 @@
 
 A reader never sees a half-written checkpoint, cache shard, index manifest, world manifest or
 bundle file, even when the writer is killed mid-write. Every writer in anybind uses these.
+
+`tempfile` creates files 0600 and folders 0700; before a temp file or folder is renamed into
+place it gets the mode an ordinary ``open()`` / ``mkdir()`` would give under the current umask,
+so another user or a serving container can read what anybind writes.
 """
 
 from __future__ import annotations
@@ -18,12 +22,36 @@ from typing import Any
 import torch
 
 
+def current_umask() -> int:
+    """The process umask (e.g. ``0o022``), read without changing it where Linux reports it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no way to read it without setting it elsewhere
+    os.umask(mask)
+    return mask
+
+
+def ordinary_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666`` minus the umask."""
+    return 0o666 & ~current_umask()
+
+
+def ordinary_folder_mode() -> int:
+    """The mode ``mkdir`` gives a new folder: ``0o777`` minus the umask."""
+    return 0o777 & ~current_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically (parent folders are created)."""
+    """Write `data` to `path` atomically (parent folders are created; the file gets the umask's mode)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, ordinary_file_mode())
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
@@ -138,6 +166,7 @@ def staged_folder(folder: str | Path) -> Iterator[Path]:
     temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     descriptor = _lock_folder(temp, blocking=True)
     try:
+        os.chmod(temp, ordinary_folder_mode())
         yield temp
         swap_in_folder(temp, folder)
     except BaseException:

@@ -180,13 +180,31 @@ def load_named(cls: type[T], folder: str, name_or_mapping: str | Mapping[str, An
     return from_dict(cls, data, f"{kind} config {path.name}")
 
 
-def load_templates(name: str) -> tuple[str, ...]:
-    """The prompt templates of `configs/templates/<name>.yaml` (each holds one ``{}``)."""
-    path = find_named_config("templates", name, "template set")
-    data = read_data_file(path)
-    templates = data.get("templates")
-    if not isinstance(templates, list) or not templates or not all(
-        isinstance(t, str) and t.count("{}") == 1 for t in templates
-    ):
-        raise ConfigError(f"template set {path.name}: `templates` must be a non-empty list of strings with one '{{}}'")
+def load_templates(name: str | Path) -> tuple[str, ...]:
+    """Prompt templates (each holds one ``{}``) from a set name in ``configs/templates/`` or a file:
+    ``.yaml``/``.yml``/``.json`` with a ``templates:`` list (the shipped format), or ``.txt`` with one
+    template per line (blank lines and ``#`` comments skipped)."""
+    path = Path(name).expanduser()
+    if path.suffix.lower() in (".txt", *DATA_SUFFIXES):  # a file; set names carry no suffix
+        where = f"template file {str(path)!r}"
+        if not path.is_file():
+            raise InputFileError(f"{where} does not exist" if not path.exists() else f"{where} is not a file")
+        if path.suffix.lower() == ".txt":
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as error:
+                raise ConfigError(f"{where} could not be read: {error}") from None
+            templates: Any = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        else:
+            templates = read_data_file(path).get("templates")
+    else:
+        path = find_named_config("templates", str(name), "template set")
+        where = f"template set {path.name}"
+        templates = read_data_file(path).get("templates")
+    if not isinstance(templates, list) or not templates:
+        raise ConfigError(f"{where}: expected a non-empty list of templates, got {templates!r}")
+    for number, template in enumerate(templates):
+        if not isinstance(template, str) or template.count("{}") != 1:
+            raise ConfigError(f"{where}: template {number + 1} must be a string with exactly one '{{}}', "
+                              f"got {template!r}")
     return tuple(templates)

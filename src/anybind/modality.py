@@ -20,11 +20,12 @@ A plugin module defines::
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -59,8 +60,12 @@ class EncoderContext:
 class Modality(abc.ABC):
     """Turns user inputs of one modality into batches for its encoders.
 
-    Subclasses set the class attributes and implement `load`. `as_items` may be overridden for
-    inputs that are batches themselves (e.g. a ``[N, T]`` waveform tensor).
+    Subclasses set the class attributes and implement `load`.
+
+    Batching rule (one for every modality, see `as_items`): a list is a batch of items; a lone
+    array or tensor is one item or a batch along its first axis as `array_layout` decides from
+    its shape (`item_ndim` dimensions: one item; one more: a batch). Shapes that could be either
+    are refused unless the caller says ``batched=True`` / ``batched=False``.
     """
 
     name: ClassVar[str]
@@ -71,6 +76,7 @@ class Modality(abc.ABC):
     default_batch_size: ClassVar[int] = 32
     default_templates: ClassVar[str] = "image"
     item_ndim: ClassVar[int | None] = None  # dimensions of one array input; one more is a batch
+    batch_rule: ClassVar[str] = "pass a list of items"  # how to pass a batch (for ambiguity errors)
 
     def __init__(self, preprocess: Any, anchor: Anchor) -> None:
         self.preprocess = preprocess
@@ -87,17 +93,43 @@ class Modality(abc.ABC):
             raise InputError(f"modality {cls.name!r} needs a `preprocess` config and has no default")
         return load_named(cls.Preprocess, f"preprocess/{cls.name}", spec, f"{cls.name} preprocess")
 
-    def as_items(self, inputs: Any) -> list[Any]:
+    def array_layout(self, shape: tuple[int, ...]) -> Literal["item", "batch"] | None:
+        """Whether a lone array of `shape` is one item or a batch along its first axis (None: ambiguous).
+
+        Default: `item_ndim` + 1 dimensions is a batch, anything else one item (the loader
+        then checks the item's shape). Modalities whose items vary in rank override this.
+        """
+        if self.item_ndim is not None and len(shape) == self.item_ndim + 1:
+            return "batch"
+        return "item"
+
+    def as_items(self, inputs: Any, batched: bool | None = None) -> list[Any]:
         """User `inputs` -> a list of items; rejects empties.
 
-        A lone str/Path is one item. An array or tensor with `item_ndim` dimensions is one
-        item, and one with a leading batch dimension more is split into its rows.
+        A lone str/Path is one item; a list (or other iterable) is a batch of items. A lone
+        array or tensor is split along its first axis when `batched` is True, kept whole when it
+        is False, and laid out by `array_layout` when it is None; an ambiguous shape then raises
+        `InputError` saying how to pass a batch.
         """
+        if batched is not None and not isinstance(batched, bool):
+            raise InputError(f"`batched`: expected True, False or None, got {batched!r}")
+        is_array = isinstance(inputs, torch.Tensor) or (hasattr(inputs, "__array__") and not isinstance(inputs, Sequence))
         if isinstance(inputs, (str, Path)):
             items: list[Any] = [inputs]
-        elif isinstance(inputs, torch.Tensor) or (hasattr(inputs, "__array__") and not isinstance(inputs, Sequence)):
-            batched = self.item_ndim is not None and getattr(inputs, "ndim", 0) == self.item_ndim + 1
-            items = list(inputs) if batched else [inputs]
+        elif is_array:
+            shape = tuple(getattr(inputs, "shape", ()))
+            layout = ("batch" if batched else "item") if batched is not None else self.array_layout(shape)
+            if layout is None:
+                raise InputError(
+                    f"`inputs`: a single {describe(inputs)} is ambiguous for modality {self.name!r} "
+                    f"({self.batch_rule}); pass `batched=True` to split its first axis into items, "
+                    f"`batched=False` to take it as one item, or a list of items")
+            if layout == "batch" and not shape:
+                raise InputError(f"`batched`: a 0-d {describe(inputs)} has no batch axis to split")
+            items = list(inputs) if layout == "batch" else [inputs]
+        elif batched is False:
+            raise InputError(f"`batched`: False applies to a single array or tensor; a list is always a batch "
+                             f"of items (got {type(inputs).__name__})")
         elif isinstance(inputs, Sequence) or hasattr(inputs, "__iter__"):
             items = list(inputs)
         else:
@@ -165,6 +197,13 @@ class ProjectionHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, in_dim]`` -> ``[B, out_dim]``."""
         return self.proj(features)
+
+
+def float32_region(device: torch.device | str) -> contextlib.AbstractContextManager[Any]:
+    """Autocast switched off on `device`: signal front ends (mel spectrograms, point-cloud
+    projection, disparity scaling) run inside it on float32 inputs, so bf16/fp16 autocast never
+    underflows a log floor (1e-10 is 0 in fp16) or quantizes a rendered view."""
+    return torch.autocast(device_type=torch.device(device).type, enabled=False)
 
 
 def check_file(item: Any, argument: str, what: str) -> Path:

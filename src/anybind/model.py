@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from anybind.anchor import Anchor, AnchorIdentity
 from anybind.builders import run_builder
@@ -24,6 +23,7 @@ from anybind.config import find_named_config, from_dict, read_data_file, to_dict
 from anybind.embeddings import Embeddings
 from anybind.errors import AnchorMismatchError, CheckpointError, ConfigError, InputError, InputFileError, UnknownNameError
 from anybind.modality import Batch, Encoder, EncoderContext, Modality
+from anybind.progress import progress_bar
 from anybind.registry import get_anchor, get_encoder, get_modality, list_modalities
 from anybind.weights import describe_mismatch, read_safetensors, seeded
 
@@ -221,7 +221,17 @@ def load(spec: str | Path | Mapping[str, Any] = "tiny", device: str | torch.devi
             f"`spec`: the bundle's modalities were trained against anchor {AnchorIdentity.from_dict(recorded).key}, "
             f"but its anchor spec now builds {anchor.identity.key} (were the anchor weights replaced?)")
     model = BoundModel(anchor, config, base_dir=base_dir, precision=precision)
+    model.spec = spec_reference(spec)
     return model.to(target)
+
+
+def spec_reference(spec: str | Path | Mapping[str, Any]) -> str | None:
+    """How to name the model `spec` again later (e.g. in an index manifest): an existing config file
+    or bundle folder as an absolute path, a preset name as given; None for an in-memory mapping."""
+    if isinstance(spec, Mapping):
+        return None
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else str(spec)
 
 
 class BoundModel(nn.Module):
@@ -229,6 +239,8 @@ class BoundModel(nn.Module):
 
     `embed` turns inputs of any modality into unit-norm float32 vectors of the anchor space.
     """
+
+    spec: str | None = None  # what `anybind.load` was given (see `spec_reference`), recorded by indexes
 
     def __init__(self, anchor: Anchor, config: ModelConfig, base_dir: Path | None = None,
                  precision: Precision = "fp32") -> None:
@@ -307,34 +319,39 @@ class BoundModel(nn.Module):
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def embed(self, modality: str | Mapping[str, Any], inputs: Any = None, *, batch_size: int | None = None,
-              progress: bool | None = None, **options: Any) -> Embeddings | dict[str, Embeddings]:
+              progress: bool | None = None, batched: bool | None = None,
+              **options: Any) -> Embeddings | dict[str, Embeddings]:
         """Embed `inputs` of `modality` -> ``[N, D]`` float32 unit-norm `Embeddings` on CPU.
 
         ``embed({"image": [...], "text": [...]})`` embeds several modalities and returns a dict.
         `batch_size` defaults to the modality's; `progress` shows a tqdm bar (default: from
-        256 inputs on); extra `options` go to the modality's loader (e.g. ``sample_rate=``).
+        256 inputs on); `batched` says whether a single array is a batch along its first axis
+        (default: the modality's rule, see `Modality.as_items`); extra `options` go to the
+        modality's loader (e.g. ``sample_rate=``).
         """
         if isinstance(modality, Mapping):
             if inputs is not None:
                 raise InputError("`inputs`: pass inputs inside the dict when `modality` is a dict")
             if not modality:
                 raise InputError("`modality`: expected a non-empty dict of modality -> inputs, got {}")
-            return {name: self.embed(name, value, batch_size=batch_size, progress=progress, **options)  # type: ignore[misc]
+            return {name: self.embed(name, value, batch_size=batch_size, progress=progress,  # type: ignore[misc]
+                                     batched=batched, **options)
                     for name, value in modality.items()}
         bound = self.bound(modality)
         if inputs is None:
             raise InputError(f"`inputs`: expected {bound.modality.accepts}, got None")
-        items = bound.modality.as_items(inputs)
+        items = bound.modality.as_items(inputs, batched=batched)
         size = batch_size if batch_size is not None else bound.modality.default_batch_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise InputError(f"`batch_size`: expected a positive integer, got {size!r}")
         show = progress if progress is not None else len(items) >= PROGRESS_MIN_ITEMS
         chunks = []
-        with tqdm(total=len(items), desc=f"embed {modality}", unit="item", disable=not show) as bar, \
-                torch.inference_mode(), self._autocast():
+        with progress_bar(total=len(items), desc=f"embed {modality}", unit="item", disable=not show) as bar, \
+                torch.inference_mode():
             for start in range(0, len(items), size):
-                batch = bound.modality.load(items[start:start + size], **options)
-                features = bound.encoder(to_device(batch, self.device)).float()
+                batch = bound.modality.load(items[start:start + size], **options)  # CPU loaders: float32
+                with self._autocast():
+                    features = bound.encoder(to_device(batch, self.device)).float()
                 chunks.append(F.normalize(features, dim=-1).cpu())
                 bar.update(min(size, len(items) - start))
         vectors = torch.cat(chunks).clone()

@@ -4,6 +4,8 @@ Built-ins register with decorators when `anybind.modalities` / `anybind.anchors`
 Third-party plugins declare entry points in the groups ``anybind.modalities`` and
 ``anybind.anchors``; the entry point's target is imported (its decorators register what it
 defines) the first time any registry is looked up. Duplicate names raise, naming both modules.
+A plugin that fails to import or register is skipped with one warning naming its distribution
+and its error, so one broken plugin never breaks the built-ins or the other plugins.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import threading
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +34,7 @@ _encoders: dict[str, dict[str, type[Encoder]]] = {}
 _anchors: dict[str, type[Anchor]] = {}
 _discovered = False
 _discovering = False
+_warned_plugins: set[tuple[str, str]] = set()
 _lock = threading.RLock()
 
 
@@ -108,14 +112,34 @@ def _discover() -> None:
                 (MODALITY_ENTRY_POINT_GROUP, _modalities, register_modality),
             ):
                 for entry_point in entry_points(group):
-                    target = entry_point.load()
-                    # A target that is a class not registered by its own decorator is
-                    # registered under the entry point's name.
-                    if isinstance(target, type) and target not in table.values():
-                        register(entry_point.name)(target)
+                    try:
+                        target = entry_point.load()
+                        # A target that is a class not registered by its own decorator is
+                        # registered under the entry point's name.
+                        if isinstance(target, type) and target not in table.values():
+                            register(entry_point.name)(target)
+                    except Exception as error:  # a third-party plugin may fail in any way
+                        _warn_broken_plugin(group, entry_point, error)
             _discovered = True
         finally:
             _discovering = False
+
+
+class PluginWarning(UserWarning):
+    """An installed plugin could not be loaded; it was skipped."""
+
+
+def _warn_broken_plugin(group: str, entry_point: importlib.metadata.EntryPoint, error: Exception) -> None:
+    """Warn once per (distribution, entry point) that a plugin failed and was skipped."""
+    dist = getattr(entry_point, "dist", None)
+    dist_name = f"{dist.name} {dist.version}" if dist is not None else "(unknown distribution)"
+    key = (dist_name, f"{group}:{entry_point.name}")
+    if key in _warned_plugins:
+        return
+    _warned_plugins.add(key)
+    warnings.warn(f"anybind plugin {entry_point.name!r} ({entry_point.value}) of distribution {dist_name} in "
+                  f"entry-point group {group!r} failed to load and was skipped: {type(error).__name__}: {error}. "
+                  f"Fix or uninstall that distribution; everything else keeps working.", PluginWarning, stacklevel=4)
 
 
 def reset_discovery() -> None:

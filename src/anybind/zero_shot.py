@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,12 +58,13 @@ def resolve_class_names(class_names: Sequence[str] | str) -> list[str]:
     return list(class_names)
 
 
-def resolve_templates(model: Embedder, modality: str, templates: Sequence[str] | str | None) -> list[str]:
-    """Templates as given, a template-set name, or the modality's default set (config, then class)."""
+def resolve_templates(model: Embedder, modality: str, templates: Sequence[str] | str | Path | None) -> list[str]:
+    """Templates as given, a template-set name or file (``.yaml``/``.json``/``.txt``, see
+    `anybind.config.load_templates`), or the modality's default set (config, then class)."""
     if templates is None:
         bound = model.bound(modality)
         templates = bound.config.templates or bound.modality.default_templates
-    if isinstance(templates, str):
+    if isinstance(templates, (str, Path)):
         return list(load_templates(templates))
     if not isinstance(templates, Sequence) or not templates:
         raise InputError(f"`templates`: expected a non-empty list of strings with one '{{}}' or a template-set "

@@ -104,13 +104,17 @@ def test_classify(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
      r"`--memory-budget` applies to `--backend faiss`, got `--backend exact`"),
     (["index", "build", "{tmp}/b.index", "-i", "text", "hi", "--backend", "faiss", "--memory-budget", "lots"],
      r"`memory_budget`: expected a positive byte count"),
-    (["search", "{other}", "a dog"], r"`--model` 'tiny' has anchor openclip:tiny:.* but index .* holds anchor other:a"),
+    (["search", "{other}", "a dog", "--model", "tiny"],
+     r"`--model` 'tiny' has anchor openclip:tiny:.* but index .* holds anchor other:a"),
+    (["search", "{other}", "a dog"], r"`--model`: index '.*other.index' does not record the model that built it"),
+    (["index", "add", "{other}", "-i", "text", "hi"], r"`--model`: index '.*other.index' does not record the model"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_model: Any,
                                           argv: list[str], message: str) -> None:
     for name, anchor in (("e.index", tiny_model.anchor_key), ("other.index", "other:anchor")):
         index = Index(anchor, 64)
         index.add(np.eye(64, dtype=np.float32)[:2], modality="text")
+        index.model_spec = "tiny" if name == "e.index" else None  # other.index: as saved by an older anybind
         index.save(tmp_path / name)
     filled = [a.format(index=tmp_path / "e.index", other=tmp_path / "other.index", tmp=tmp_path) for a in argv]
     capsys.readouterr()

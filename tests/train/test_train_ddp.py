@@ -49,9 +49,11 @@ def test_two_process_ddp_matches_one_process(toy, toy_data, base_model, tiny_anc
                    LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         workers.append(subprocess.Popen([sys.executable, str(WORKER), *map(str, paths)], env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    for worker in workers:
-        _, stderr = worker.communicate(timeout=300)
+    for rank, worker in enumerate(workers):
+        stdout, stderr = worker.communicate(timeout=300)
         assert worker.returncode == 0, stderr[-3000:]
+        chosen = json.loads(stdout.splitlines()[0])
+        assert chosen == {"rank": rank, "cuda": f"cuda:{rank}", "cpu": "cpu"}  # each rank its own GPU
 
     for kind, recipe in recipes.items():
         single = bind(dict(recipe, output_dir=str(tmp_path / kind / "single")), base_model=base_model)

@@ -20,9 +20,15 @@ from anybind.errors import AnybindError
 COMMANDS = ("info", "train", "train_anchor", "convert_clap", "embed", "index", "search", "classify", "demo")
 
 
-def add_common_options(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
-    """Add ``--device``, ``--batch-size``, ``--json`` (and ``--model`` when `model`) to `parser`."""
-    if model:
+def add_common_options(parser: argparse.ArgumentParser, *, model: bool = True, model_from_index: bool = False) -> None:
+    """Add ``--device``, ``--batch-size``, ``--json`` (and ``--model`` when `model`) to `parser`.
+
+    With `model_from_index`, ``--model`` defaults to the model recorded in the index the command reads.
+    """
+    if model_from_index:
+        parser.add_argument("--model", default=None,
+                            help="preset name, config file or bundle folder (default: the model that built the index)")
+    elif model:
         parser.add_argument("--model", default="tiny",
                             help="preset name, config file or bundle folder (default: %(default)s)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda if available)")

@@ -25,8 +25,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--classes", required=True,
                         help="comma-separated class names, or a class-list name from configs/classes "
                              "(esc50, modelnet40, nyu-depth-v2-scenes)")
-    parser.add_argument("--templates", default=None,
-                        help="template-set name in configs/templates (default: the modality's)")
+    templates = parser.add_mutually_exclusive_group()
+    templates.add_argument("--templates", default=None, metavar="SET_OR_FILE",
+                           help="template-set name in configs/templates, or a .yaml/.json file with a `templates:` "
+                                "list, or a .txt file with one template per line (default: the modality's set)")
+    templates.add_argument("--template", action="append", default=None, metavar="TEXT",
+                           help='a literal prompt template with one {} for the class name, e.g. "a photo of a {}"; '
+                                "repeatable")
     parser.add_argument("--top", type=int, default=3, help="classes shown per input (default: %(default)s)")
     add_input_options(parser)
     add_common_options(parser)
@@ -53,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     names = resolve_class_names(parse_classes(args.classes))
     inputs = read_inputs(args.modality, args.inputs, args.glob, "inputs", args.text_file)
     model = load_model(args)
-    probabilities = zero_shot(model, args.modality, inputs, names, templates=args.templates, batch_size=batch_size)
+    templates = args.template if args.template is not None else args.templates
+    probabilities = zero_shot(model, args.modality, inputs, names, templates=templates, batch_size=batch_size)
     top = probabilities.topk(min(args.top, len(names)), dim=1)
     rows = [{"input": str(item),
              "top": [{"class": names[c], "probability": float(p)} for p, c in zip(values.tolist(), classes.tolist())]}

@@ -43,12 +43,15 @@ def run(args: argparse.Namespace) -> int:
     from anybind.demo.evaluate import evaluate_bundle
     from anybind.demo.report import evaluation_to_json, results_table, write_report
 
+    from anybind.cli.embed import check_batch_size
+
+    batch_size = check_batch_size(args)
     start = time.perf_counter()
     anchor = parse_anchor(args.anchor) if args.anchor else None
     bundle = build_default_bundle(rebuild=args.retrain, recipe=args.recipe, anchor=anchor, home=args.home,
-                                  progress=not args.json)
+                                  progress=not args.json, device=args.device)
     built = time.perf_counter() - start
-    evaluation = evaluate_bundle(bundle)
+    evaluation = evaluate_bundle(bundle, device=args.device, batch_size=batch_size)
     report = write_report(evaluation, Path(args.report))
     total = time.perf_counter() - start
     if args.json:

@@ -17,6 +17,7 @@ from anybind.cli import add_common_options, print_json
 from anybind.errors import InputError, InputFileError
 
 if TYPE_CHECKING:
+    from anybind.index import Index
     from anybind.model import BoundModel
 
 
@@ -30,6 +31,23 @@ def _load_model(spec: str, device: str | None) -> BoundModel:
 def load_model(args: argparse.Namespace) -> BoundModel:
     """The model named by ``--model`` on ``--device`` (loaded once per process)."""
     return _load_model(args.model, args.device)
+
+
+def load_model_for_index(args: argparse.Namespace, index: Index, path: str) -> BoundModel:
+    """The model for reading/growing `index`: ``--model`` when given, else the one recorded in the
+    index manifest; raises when neither names one or the model's anchor differs from the index's."""
+    from anybind.errors import AnchorMismatchError
+
+    spec = args.model if args.model is not None else index.model_spec
+    if spec is None:
+        raise InputError(f"`--model`: index {path!r} does not record the model that built it (it was saved by an "
+                         "older anybind or from plain vectors); pass --model PRESET_OR_PATH")
+    model = _load_model(spec, args.device)
+    if model.anchor_key != index.anchor_key:
+        given = "`--model`" if args.model is not None else "the recorded model"
+        raise AnchorMismatchError(f"{given} {spec!r} has anchor {model.anchor_key}, but index {path!r} holds anchor "
+                                  f"{index.anchor_key}")
+    return model
 
 
 def check_batch_size(args: argparse.Namespace) -> int | None:

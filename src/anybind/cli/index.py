@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 from anybind.cli import add_common_options, print_json
-from anybind.cli.embed import add_input_options, check_batch_size, load_model, read_inputs
+from anybind.cli.embed import add_input_options, check_batch_size, load_model, load_model_for_index, read_inputs
 from anybind.errors import InputError
 
 
@@ -39,7 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                              description="Embed inputs and add them to an existing index (saved atomically).")
     add.add_argument("path", help="index folder")
     _add_input_argument(add)
-    add_common_options(add)
+    add_common_options(add, model_from_index=True)
     info = actions.add_parser("info", help="describe an index", description="Print an index's size, anchor, "
                               "backend and rows per modality.")
     info.add_argument("path", help="index folder")
@@ -68,15 +68,15 @@ def run(args: argparse.Namespace) -> int:
         summary: dict[str, Any] = {"path": args.path, **index.info()}
     else:
         batch_size = check_batch_size(args)
-        model = load_model(args)
+        index = Index.load(args.path) if args.index_command == "add" else None
+        model = load_model(args) if index is None else load_model_for_index(args, index, args.path)
         inputs = _inputs(args)
-        if args.index_command == "build":
+        if index is None:
             if args.memory_budget is not None and args.backend != "faiss":
                 raise InputError(f"`--memory-budget` applies to `--backend faiss`, got `--backend {args.backend}`")
             options = {"memory_budget": args.memory_budget} if args.memory_budget is not None else {}
             index = Index.build(model, inputs, batch_size=batch_size, backend=args.backend, backend_options=options)
         else:
-            index = Index.load(args.path)
             index.add_inputs(model, inputs, batch_size=batch_size)
         index.save(args.path)
         summary = {"path": args.path, **index.info()}
@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.path}: {summary['count']} vectors, dim {summary['dim']}, backend {summary['backend']}")
     print(f"  anchor: {summary['anchor']}")
+    if summary.get("model"):
+        print(f"  model:  {summary['model']}")
     for modality, count in summary["modalities"].items():
         print(f"  {modality:<12} {count}")
     return 0

@@ -10,8 +10,7 @@ import argparse
 from typing import Any
 
 from anybind.cli import add_common_options, print_json
-from anybind.cli.embed import add_input_options, check_batch_size, load_model, read_inputs
-from anybind.errors import AnchorMismatchError
+from anybind.cli.embed import add_input_options, check_batch_size, load_model_for_index, read_inputs
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -32,7 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the sha256 check of the index files (faster for large indexes)")
     add_input_options(parser)
-    add_common_options(parser)
+    add_common_options(parser, model_from_index=True)
     return parser
 
 
@@ -42,10 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     batch_size = check_batch_size(args)
     index = Index.load(args.index, verify=not args.no_verify)
-    model = load_model(args)
-    if model.anchor_key != index.anchor_key:
-        raise AnchorMismatchError(f"`--model` {args.model!r} has anchor {model.anchor_key}, but index "
-                                  f"{args.index!r} holds anchor {index.anchor_key}")
+    model = load_model_for_index(args, index, args.index)
     queries = read_inputs(args.query_modality, args.queries, args.glob, "queries", args.text_file)
     vectors = model.embed(args.query_modality, queries, batch_size=batch_size)
     result = index.search(vectors, k=args.top_k, modality=args.modality, backend=args.backend)

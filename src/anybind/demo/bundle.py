@@ -60,13 +60,18 @@ def _log(message: str, progress: bool) -> None:
 
 @register_builder("default")
 def build_default_bundle(rebuild: bool = False, recipe: str = "default", anchor: dict[str, Any] | None = None,
-                         home: str | Path | None = None, progress: bool = True) -> Path:
+                         home: str | Path | None = None, progress: bool = True, device: str | None = None) -> Path:
     """Build (or find in the cache) the default bundle of `recipe` and return its folder.
 
     `anchor` replaces the LiT anchor by another anchor spec (e.g. ``{"kind": "openclip",
     "model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}``): the modalities are then bound to
     that anchor instead. `rebuild` trains everything again. Timings land in ``bundle.json``'s ``info``.
+    `device` (default: CUDA when available, else CPU) is the one device of the whole build: the LiT
+    tower, the base model and every binding run (it overrides devices named in the recipe).
     """
+    from anybind.model import default_device
+
+    device = str(default_device() if device is None else device)
     recipe_config = load_named(DemoRecipe, "demo", recipe, "demo recipe")
     for modality in recipe_config.bind:
         if modality not in BOUND_MODALITIES:
@@ -88,20 +93,20 @@ def build_default_bundle(rebuild: bool = False, recipe: str = "default", anchor:
     timings["world_seconds"] = round(time.perf_counter() - start, 1)
 
     mark = time.perf_counter()
-    anchor_dir, anchor_metrics = _build_anchor(recipe_config, anchor, world_dir, work / "anchor", progress)
+    anchor_dir, anchor_metrics = _build_anchor(recipe_config, anchor, world_dir, work / "anchor", progress, device)
     timings["anchor_seconds"] = round(time.perf_counter() - mark, 1)
 
     import anybind
     from anybind.train import bind
 
-    base_model = anybind.load(anchor_dir, device="cpu")
+    base_model = anybind.load(anchor_dir, device=device)
     entries: dict[str, tuple[dict[str, Any], None]] = {}
     bind_info: dict[str, Any] = {}
     for modality, settings in recipe_config.bind.items():
         mark = time.perf_counter()
         _log(f"binding {modality} to the anchor's images", progress)
-        result = bind(_bind_config(modality, settings, world_dir, anchor_dir, work / "runs" / modality, progress),
-                      overwrite=True, base_model=base_model)
+        result = bind(_bind_config(modality, settings, world_dir, anchor_dir, work / "runs" / modality, progress,
+                                   device), overwrite=True, base_model=base_model)
         bundle_config = json.loads((result.bundle_dir / "bundle.json").read_text())
         entry = dict(bundle_config["modalities"][modality])
         entry["weights"] = str((result.bundle_dir / entry["weights"]).resolve())
@@ -147,7 +152,7 @@ def _build_world(recipe: DemoRecipe, world_dir: Path, progress: bool) -> dict[st
 
 
 def _build_anchor(recipe: DemoRecipe, anchor: dict[str, Any] | None, world_dir: Path, anchor_dir: Path,
-                  progress: bool) -> tuple[Path, dict[str, Any]]:
+                  progress: bool, device: str) -> tuple[Path, dict[str, Any]]:
     """Train the LiT anchor on the world's train split (or write the given anchor's spec)."""
     from anybind.model import BUNDLE_FILE, FORMAT_VERSION, MODEL_FORMAT
 
@@ -163,23 +168,30 @@ def _build_anchor(recipe: DemoRecipe, anchor: dict[str, Any] | None, world_dir: 
     from PIL import Image
 
     from anybind.demo.world import read_objects
-    from anybind.anchors.lit_training import LiTTrainConfig, save_lit_bundle, train_lit
+    from anybind.anchors.lit_training import save_lit_bundle, train_lit
 
     _log("training the LiT image tower against frozen all-MiniLM-L6-v2", progress)
     splits = {name: read_objects(world_dir / f"{name}.jsonl") for name in ("train", "val")}
     images = {name: np.stack([np.asarray(Image.open(r["image"]).convert("RGB")) for r in rows])
               for name, rows in splits.items()}
-    result = train_lit(images["train"], [r["captions"] for r in splits["train"]], LiTTrainConfig(**recipe.lit),
+    result = train_lit(images["train"], [r["captions"] for r in splits["train"]], lit_config(recipe, device),
                        val_images=images["val"], val_captions=[r["captions"] for r in splits["val"]],
                        progress=progress)
     save_lit_bundle(result, anchor_dir, name="lit-world")
     return anchor_dir, dict(result.metrics)
 
 
+def lit_config(recipe: DemoRecipe, device: str) -> Any:
+    """The recipe's LiT training settings (`LiTTrainConfig`) on `device`."""
+    from anybind.anchors.lit_training import LiTTrainConfig
+
+    return LiTTrainConfig(**{**recipe.lit, "device": device})
+
+
 def _bind_config(modality: str, settings: dict[str, Any], world_dir: Path, anchor_dir: Path, output_dir: Path,
-                 progress: bool) -> dict[str, Any]:
+                 progress: bool, device: str) -> dict[str, Any]:
     settings = dict(settings)
-    train = {"device": "cpu", **settings.pop("train", {})}
+    train = {**settings.pop("train", {}), "device": device}
     # The world's files are known good: skip the trainer's up-front load of every input.
     data = {"check_inputs": False, **settings.pop("data", {}),
             "manifest": str(world_dir / "pairs" / f"{modality}-image.csv")}

@@ -96,8 +96,10 @@ def _text_to_items_precision(model: BoundModel, vectors: torch.Tensor, classes: 
     return float((labels[top] == torch.arange(len(classes)).unsqueeze(1)).float().mean())
 
 
-def _embed_all(model: BoundModel, records: list[dict[str, Any]], modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    return {m: model.embed(m, [r[m] for r in records], progress=False).as_subclass(torch.Tensor) for m in modalities}
+def _embed_all(model: BoundModel, records: list[dict[str, Any]], modalities: tuple[str, ...],
+               batch_size: int | None = None) -> dict[str, torch.Tensor]:
+    return {m: model.embed(m, [r[m] for r in records], batch_size=batch_size, progress=False).as_subclass(torch.Tensor)
+            for m in modalities}
 
 
 def _modality_metrics(model: BoundModel, vectors: dict[str, torch.Tensor], records: list[dict[str, Any]],
@@ -126,7 +128,7 @@ def _modality_metrics(model: BoundModel, vectors: dict[str, torch.Tensor], recor
 
 
 def _split_vectors(bundle_dir: Path, split: str, model: BoundModel, ablation: BoundModel,
-                   records: list[dict[str, Any]], bound: tuple[str, ...]
+                   records: list[dict[str, Any]], bound: tuple[str, ...], batch_size: int | None = None
                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``[N, D]`` vectors of the split's objects per modality, from the bundle and from the ablation.
 
@@ -151,8 +153,8 @@ def _split_vectors(bundle_dir: Path, split: str, model: BoundModel, ablation: Bo
     except (OSError, SafetensorError):
         tensors = None
     if tensors is None or any(len(t) != len(records) for t in tensors.values()):
-        trained = _embed_all(model, records, ("image",) + bound)
-        untrained = {"image": trained["image"], **_embed_all(ablation, records, bound)}
+        trained = _embed_all(model, records, ("image",) + bound, batch_size)
+        untrained = {"image": trained["image"], **_embed_all(ablation, records, bound, batch_size)}
         tensors = {**{f"trained/{m}": v for m, v in trained.items()},
                    **{f"untrained/{m}": untrained[m] for m in bound}}
         try:
@@ -163,8 +165,10 @@ def _split_vectors(bundle_dir: Path, split: str, model: BoundModel, ablation: Bo
     return trained, {"image": trained["image"], **{m: tensors[f"untrained/{m}"] for m in bound}}
 
 
-def evaluate_bundle(bundle_dir: str | Path, split: str = "test", searches: bool = True) -> Evaluation:
-    """Evaluate the default bundle in `bundle_dir` on its world's `split` (see module docstring)."""
+def evaluate_bundle(bundle_dir: str | Path, split: str = "test", searches: bool = True, *,
+                    device: str | torch.device | None = "cpu", batch_size: int | None = None) -> Evaluation:
+    """Evaluate the default bundle in `bundle_dir` on its world's `split` (see module docstring),
+    embedding on `device` (None: CUDA when available) in batches of `batch_size` (None: per modality)."""
     import anybind
     from anybind.demo.world import read_objects
 
@@ -173,12 +177,12 @@ def evaluate_bundle(bundle_dir: str | Path, split: str = "test", searches: bool 
     world_dir = world_dir_of(bundle_dir)
     world = json.loads((world_dir / "world.json").read_text())
     records = read_objects(world_dir / f"{split}.jsonl")
-    model = anybind.load(bundle_dir, device="cpu")
+    model = anybind.load(bundle_dir, device=device)
     bound = tuple(m for m in ("audio", "pointcloud", "depth") if m in model.modalities)
     recipe_eval = info.get("recipe_config", {}).get("eval", {})
 
     ablation = untrained_model(bundle_dir, bound, model)
-    trained_vectors, ablation_vectors = _split_vectors(bundle_dir, split, model, ablation, records, bound)
+    trained_vectors, ablation_vectors = _split_vectors(bundle_dir, split, model, ablation, records, bound, batch_size)
     cache: TextCache = {}  # the ablation shares the anchor, hence the class text vectors
     trained = _modality_metrics(model, trained_vectors, records, world, recipe_eval, cache)
     untrained = _modality_metrics(ablation, ablation_vectors, records, world, recipe_eval, cache)

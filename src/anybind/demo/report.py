@@ -6,14 +6,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from anybind.atomic import atomic_write_bytes
 from anybind.demo.evaluate import Evaluation
 
 
@@ -100,14 +99,7 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "anybind
                                         for m in ("image", "depth", "pointcloud", "audio")) +
                      f"<div class='hit'><br>{html.escape(record['caption'])}</div></div>")
     parts.append("</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write("\n".join(parts))
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, path)
-    return path
+    return atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))
 
 
 def evaluation_to_json(evaluation: Evaluation) -> dict[str, Any]:

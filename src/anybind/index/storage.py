@@ -3,7 +3,8 @@
 An index is a folder::
 
     my.index/
-      manifest.json                  format, version, anchor identity, dim, count, files + sha256
+      manifest.json                  format, version, anchor identity, dim, count, files + sha256,
+                                     optional "model": the model spec that built it (preset or path)
       vectors-<generation>-00000.npy float32 [rows, D] shards (memory-mappable)
       metadata-<generation>.jsonl    one JSON object per row: {"id", "modality", ...user fields}
 

@@ -74,6 +74,7 @@ class Index:
     def __init__(self, anchor: Embedder | AnchorIdentity | str, dim: int | None = None, *,
                  backend: str = "exact", backend_options: Mapping[str, Any] | None = None) -> None:
         identity: AnchorIdentity | None
+        model_spec: str | None = None
         if isinstance(anchor, AnchorIdentity):
             identity, key = anchor, anchor.key
         elif isinstance(anchor, str) and anchor:
@@ -81,12 +82,15 @@ class Index:
         elif hasattr(anchor, "anchor_key") and hasattr(anchor, "dim"):
             identity, key = anchor.anchor.identity, anchor.anchor_key
             dim = anchor.dim if dim is None else dim
+            model_spec = getattr(anchor, "spec", None)
         else:
             raise InputError(f"`anchor`: expected a BoundModel, an AnchorIdentity or an anchor key string, "
                              f"got {describe(anchor)}")
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise InputError(f"`dim`: expected the vector width as a positive integer, got {dim!r}")
         self.anchor_key: str = key
+        # The model that built the index, as `anybind.load` takes it (the CLI's default `--model`).
+        self.model_spec = model_spec
         self.anchor_identity: dict[str, Any] | None = identity.to_dict() if identity is not None else None
         self.dim = dim
         self.backend = backend
@@ -334,8 +338,8 @@ class Index:
 
     def info(self) -> dict[str, Any]:
         """A JSON-ready summary: count, dim, anchor, backend, rows per modality."""
-        return {"count": len(self), "dim": self.dim, "anchor": self.anchor_key, "backend": self.backend,
-                "backend_options": self.backend_options, "modalities": self.modality_counts()}
+        return {"count": len(self), "dim": self.dim, "anchor": self.anchor_key, "model": self.model_spec,
+                "backend": self.backend, "backend_options": self.backend_options, "modalities": self.modality_counts()}
 
     def __repr__(self) -> str:
         return f"Index(count={len(self)}, dim={self.dim}, anchor={self.anchor_key!r}, backend={self.backend!r})"
@@ -349,6 +353,8 @@ class Index:
                     "count": len(self), "backend": self.backend, "backend_options": self.backend_options,
                     "next_id": self._next_id, "modalities": self.modality_counts(),
                     "created_by": f"anybind {anybind.__version__}"}
+        if self.model_spec is not None:
+            manifest["model"] = self.model_spec
         shards = [shard for segment in self._store.segments for shard in split_rows(segment)]
         write_index(path, manifest, shards, (self._record(p) for p in range(len(self))))
 
@@ -374,4 +380,6 @@ class Index:
         index._modality_names = stored.modality_names
         index._modality_codes = stored.modality_codes
         index._next_id = int(manifest.get("next_id", len(index._ids)))
+        model_spec = manifest.get("model")  # optional: absent in indexes saved before it was recorded
+        index.model_spec = model_spec if isinstance(model_spec, str) and model_spec else None
         return index

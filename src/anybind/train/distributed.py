@@ -7,6 +7,7 @@ MASTER_PORT; outside it everything degrades to a single process (rank 0 of 1).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -21,22 +22,38 @@ def world() -> tuple[int, int]:
 
 
 def join_process_group(device: torch.device) -> bool:
-    """Join the process group torchrun describes (gloo on CPU, nccl on CUDA).
+    """Join the process group torchrun describes: gloo on CPU, nccl on CUDA bound to `device`.
 
+    `device` is this rank's device (see `local_device`); for CUDA it is made the current device
+    (`torch.cuda.set_device`) and passed as ``device_id``, so NCCL collectives, including the
+    object collectives (`all_gather_object`, `barrier`), run on this rank's GPU, not cuda:0.
     Returns True when this call created the group (the caller then destroys it); False when
     not under torchrun or when the group already exists.
     """
+    use_device(device)
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
         return False
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        dist.init_process_group(backend="nccl", device_id=device)
+    else:
+        dist.init_process_group(backend="gloo")
     return True
 
 
-def local_device(device: torch.device) -> torch.device:
-    """`device`, pinned to ``cuda:LOCAL_RANK`` for CUDA under DDP."""
-    if device.type == "cuda" and world()[1] > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+def local_device(device: torch.device, env: Mapping[str, str] | None = None) -> torch.device:
+    """This rank's device: ``cuda:LOCAL_RANK`` when `device` is CUDA and the job has more than one
+    rank (WORLD_SIZE in `env`, default `os.environ`, or an existing process group), else `device`."""
+    env = os.environ if env is None else env
+    world_size = world()[1] if dist.is_available() and dist.is_initialized() else int(env.get("WORLD_SIZE", "1"))
+    if device.type == "cuda" and world_size > 1:
+        return torch.device("cuda", int(env.get("LOCAL_RANK", "0")))
     return device
+
+
+def use_device(device: torch.device) -> None:
+    """Make a CUDA `device` the current one (``torch.cuda.set_device``); a no-op for other devices."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
 
 
 def barrier() -> None:

@@ -37,7 +37,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from anybind.config import to_dict
 from anybind.errors import ConfigError, InputError
@@ -48,6 +47,7 @@ from anybind.train.anchor_cache import AnchorVectorCache, cached_anchor_vectors,
 from anybind.train.bundle import base_modality_entries, portable_anchor_spec, write_bundle
 from anybind.train.checkpoints import CheckpointManager, capture_rng_state, restore_rng_state
 from anybind.train.config import BindConfig, bind_config_to_dict, load_bind_config, math_differences
+from anybind.progress import progress_bar
 from anybind.train.distributed import barrier, gather_objects, join_process_group, local_device, mean_over_ranks, world
 from anybind.train.evaluation import paired_recall
 from anybind.train.input_cache import InputCache
@@ -207,10 +207,10 @@ def bind(config: str | Path | Mapping[str, Any] | BindConfig, *, resume: bool = 
     config = load_bind_config(config)
     if stop_after is not None and stop_after < 1:
         raise InputError(f"`stop_after`: expected a positive number of steps, got {stop_after}")
-    device = resolve_device(config.train.device, "train.device")
+    device = local_device(resolve_device(config.train.device, "train.device"))
     created_group = join_process_group(device)
     try:
-        run = BindingRun(config, local_device(device), base_model)
+        run = BindingRun(config, device, base_model)
         run.open(resume=resume, overwrite=overwrite)
         return run.train(stop_after)
     finally:
@@ -392,7 +392,7 @@ class BindingRun:
         step_seconds: list[float] = []
         train_loss, metrics = float("nan"), {}
         set_train_mode(self.encoder, config.train.params == "head")
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"bind {config.modality}", unit="step",
+        bar = progress_bar(total=self.total_steps, initial=self.step, desc=f"bind {config.modality}", unit="step",
                    disable=not config.log.progress or self.rank != 0)
         while self.step < last_step:
             started = time.perf_counter()

@@ -184,10 +184,10 @@ def check_inputs_loadable(pairs: list[Pair], load: Callable[[list[Path]], Any], 
     `load` takes a list of paths and raises (an `AnybindError`, ideally) on a corrupt file; chunks are
     loaded together and retried one by one only when a chunk fails. `progress` shows a tqdm bar.
     """
-    from tqdm.auto import tqdm
+    from anybind.progress import progress_bar
 
     bad: list[tuple[Pair, str]] = []
-    for start in tqdm(range(0, len(pairs), chunk), desc="check inputs", unit="chunk", disable=not progress):
+    for start in progress_bar(range(0, len(pairs), chunk), desc="check inputs", unit="chunk", disable=not progress):
         group = pairs[start:start + chunk]
         try:
             load([p.input for p in group])

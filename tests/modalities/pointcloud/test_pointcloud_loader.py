@@ -133,8 +133,9 @@ def bad_files(folder: Path) -> dict[str, object]:
 
 BAD_INPUTS = [
     (np.zeros((0, 3)), {}, InputError, r"`inputs\[0\]`: expected at least 2 points, got 0 points"),
-    (np.zeros((1, 3)), {}, InputError, r"`inputs\[0\]`: expected at least 2 distinct points .* got 1024 point\(s\) "
-                                       r"that all coincide"),
+    (np.zeros((1, 3)), {}, InputError, r"`inputs\[0\]`: expected at least 2 distinct points .*, got 1 point$"),
+    (np.ones((5, 3)), {}, InputError, r"`inputs\[0\]`: expected at least 2 distinct points .*, got 5 points that all "
+                                      r"coincide"),
     (np.array([[0.0, np.nan, 1.0], [1.0, 2.0, 3.0]]), {}, InputError, r"`inputs\[0\]`: expected finite coordinates, "
                                                                       r"got 1 point\(s\) with NaN/inf"),
     (np.array([[0.0, np.inf, 1.0], [1.0, 2.0, 3.0]]), {}, InputError, r"expected finite coordinates"),

@@ -63,6 +63,7 @@ class ImageModality(Modality):
     default_batch_size = 64
     default_templates = "image"
     item_ndim = 3  # [3, H, W] float tensor or [H, W, 3] uint8 array; [N, ...] is a batch
+    deterministic_load = True  # no augmentation: the trainer caches loaded inputs
 
     @classmethod
     def resolve_preprocess(cls, spec: Any, anchor: Any) -> ImagePreprocess:

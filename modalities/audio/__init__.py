@@ -19,9 +19,9 @@ import torch
 from anybind.errors import InputError
 from anybind.modalities.audio import cnn as cnn
 from anybind.modalities.audio import htsat as htsat
-from anybind.modalities.audio.loader import check_sample_rate, load_audio_batch
+from anybind.modalities.audio.loader import check_sample_rate, join_windows, load_audio_batch, split_windows
 from anybind.modalities.audio.preprocess import AudioPreprocess
-from anybind.modality import Modality
+from anybind.modality import Batch, Modality
 from anybind.registry import register_modality
 
 
@@ -38,6 +38,20 @@ class AudioModality(Modality):
     default_templates = "audio"
 
     item_ndim = 1  # a [T] clip; a single [N, T] array is N mono clips (pass multi-channel clips in a list)
+    deterministic_load = True  # fixed window positions, deterministic fusion chunks: cacheable
+
+    def split_batch(self, batch: Batch, count: int) -> list[Batch]:
+        """Per-item batches; a window batch (``clip_index``) gives each item its own windows with
+        ``clip_index`` 0 (see `split_windows`)."""
+        if isinstance(batch, dict) and "clip_index" in batch:
+            return split_windows(batch, count)
+        return super().split_batch(batch, count)
+
+    def join_batches(self, parts: Sequence[Batch]) -> Batch:
+        """Inverse of `split_batch`: windows concatenated, ``clip_index`` renumbered 0..len(parts)-1."""
+        if isinstance(parts[0], dict) and "clip_index" in parts[0]:
+            return join_windows(parts)  # type: ignore[arg-type]
+        return super().join_batches(parts)
 
     def as_items(self, inputs: Any) -> list[Any]:
         """As `Modality.as_items`; arrays of more than 2 dimensions are refused."""

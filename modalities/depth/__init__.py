@@ -56,6 +56,7 @@ class DepthModality(Modality):
     default_templates = "depth"
 
     item_ndim = 2  # an [H, W] map; [B, H, W] is B maps
+    deterministic_load = True  # no augmentation: the trainer caches loaded inputs
 
     def load(self, items: Sequence[Any], **options: Any) -> dict[str, torch.Tensor]:
         """Items -> masked, resized disparity maps and their validity masks (CPU)."""

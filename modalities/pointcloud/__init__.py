@@ -45,6 +45,7 @@ class PointCloudModality(Modality):
     default_templates = "pointcloud"
 
     item_ndim = 2  # an [N, 3] cloud; [B, N, 3] is B clouds
+    deterministic_load = True  # no augmentation: the trainer caches loaded inputs
 
     def as_items(self, inputs: Any) -> list[Any]:
         """As `Modality.as_items`; a trimesh object is one item."""

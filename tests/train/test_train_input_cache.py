@@ -28,7 +28,7 @@ def test_each_key_is_loaded_once_and_batches_are_rebuilt_in_order() -> None:
 
 
 @pytest.mark.parametrize(("loaded", "message"), [
-    ([torch.zeros(1, 3), torch.zeros(1, 4)], r"`data.cache_inputs`: loaded inputs have different shapes"),
+    ([torch.zeros(1, 3), torch.zeros(1, 4)], r"`data.cache_inputs`: items have different shapes"),
     ("not a tensor", r"`data.cache_inputs`: the modality's loader returned str"),
 ])
 def test_unsuitable_loaders_are_refused(loaded: Any, message: str) -> None:

@@ -65,6 +65,7 @@ from anybind.train.run_dir import MetricsLog, check_run_folder, start_run_folder
 LOG = logging.getLogger("anybind.train")
 RUN_KIND = "bind"
 BUNDLE_FOLDER = "bundle"
+PROBE_FRACTION = 4  # `precision: auto` times steps on 1/4 of a micro-batch
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "logit_scale", "temperature", "val_r1_modality_to_anchor",
                   "val_r5_modality_to_anchor", "val_r1_anchor_to_modality", "val_r5_anchor_to_modality"]
 
@@ -304,12 +305,27 @@ class BindingRun:
             self.cache_backbone_features()
 
     def resolve_precision(self) -> None:
-        """Turn ``train.precision`` (``auto``) into fp32/bf16 (timing a step on CPUs with native bf16); log it."""
+        """Turn ``train.precision`` (``auto``) into fp32/bf16 (timing a step on CPUs with native bf16); log it.
+
+        The probe times a quarter of micro-batch 0 (the ratio, not the absolute time, decides). A head
+        trained on cached backbone features stays fp32 under ``auto``: its step is too small to gain.
+        """
+        if self.config.train.precision == "auto" and self.head_features_enabled():
+            self.precision_reason = "only the head trains, on cached backbone features: too small a step to gain"
+            self.set_precision("fp32")
+            if self.rank == 0:
+                LOG.info("precision: fp32 (train.precision auto: %s)", self.precision_reason)
+            return
+        rows = self.dataset.rows(0)
+        rows = rows[:max(2, len(rows) // PROBE_FRACTION)]
+        probe = (_to_device(self.load_inputs([self.train_pairs[i].input for i in rows]), self.device),
+                 self.anchor_vectors_of(rows))
+
         def time_step(precision: str) -> float:
-            return timed(lambda: self.probe_step(precision))
+            return timed(lambda: self.probe_step(precision, probe))
 
         rng = capture_rng_state()
-        batch, _ = self.dataset[0]
+        batch = probe[0]
         shapes = {k: list(v.shape) for k, v in batch.items()} if isinstance(batch, dict) else list(batch.shape)
         workload = {"encoder": type(self.encoder).encoder_name, "encoder_args": to_dict(self.encoder.config),
                     "modality": self.config.modality, "batch": shapes, "params": self.config.train.params}
@@ -328,11 +344,12 @@ class BindingRun:
             else self.objective
         objective.precision = precision  # type: ignore[assignment]
 
-    def probe_step(self, precision: str) -> None:
-        """One forward + backward of micro-batch 0 in `precision`, leaving weights, buffers and grads untouched."""
+    def probe_step(self, precision: str, probe: tuple[Any, torch.Tensor]) -> None:
+        """One forward + backward of the `probe` (batch, anchor vectors) in `precision`, leaving weights,
+        buffers and grads untouched."""
         saved = {k: v.clone() for k, v in self.encoder.state_dict().items()}
         objective = BindingObjective(self.encoder, self.loss, precision)
-        batch, vectors = self.micro_batch(0)
+        batch, vectors = probe
         set_train_mode(self.encoder, self.config.train.params == "head")
         objective(batch, vectors).backward()
         for parameter in self.trainable:
@@ -460,10 +477,14 @@ class BindingRun:
             batch, row_tensor = loaded if loaded is not None else self.dataset[micro_step]
             rows = row_tensor.tolist()
             batch = _to_device(batch, self.device)
+        return batch, self.anchor_vectors_of(rows)
+
+    def anchor_vectors_of(self, rows: list[int]) -> torch.Tensor:
+        """``[b, D]`` anchor vectors of training rows `rows` (cached, or recomputed with ``cache_anchor: false``)."""
         if self.config.data.cache_anchor:
-            return batch, self.train_vectors[rows].to(self.device)
+            return self.train_vectors[rows].to(self.device)
         kinds, values = zip(*(self.partners[i] for i in rows))
-        return batch, embed_partners(self.model, list(kinds), list(values)).to(self.device)
+        return embed_partners(self.model, list(kinds), list(values)).to(self.device)
 
     def micro_batches(self, last_step: int) -> Iterator[tuple[Any, torch.Tensor]] | None:
         """The pipeline over this call's micro-steps (None with cached backbone features: no loading)."""

@@ -27,7 +27,7 @@ from anybind.config import anybind_home
 from anybind.train.input_cache import content_digest
 
 BF16_MIN_SPEEDUP = 1.1  # a smaller measured gain is within timing noise: keep fp32's exactness
-PROBE_REPEATS = 3  # timed training steps per precision (after one warm-up step each); the fastest counts
+PROBE_REPEATS = 2  # timed training steps per precision (after one warm-up step each); the fastest counts
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:

@@ -16,12 +16,13 @@ exactly where it stopped. Two entry points:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from anybind.errors import ConfigError, InputError
 from anybind.progress import progress_bar
 
 CLIP_MAX_LOGIT_SCALE = 100.0  # CLIP (Radford et al. 2021): logit scale clipped at 100
+LOG = logging.getLogger("anybind.train")
 TOWER_FILE = "anchor/image-tower.safetensors"
 RUN_KIND = "train-anchor"
 
@@ -63,6 +65,8 @@ class LiTTrainConfig:
     seed: int = 0  # seeds init, batches and augmentation
     num_threads: int | None = None  # torch CPU threads (default: torch's)
     device: str | None = None  # training device (default: cuda if available, else cpu)
+    # bf16 autocast of the tower; auto: where the hardware makes it faster (`anybind.train.precision`)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
 
 @dataclass
@@ -193,11 +197,12 @@ class LiTFitState:
     log_scale: torch.nn.Parameter
     optimizer: torch.optim.AdamW
     step: int = 0
+    precision: str = "fp32"  # the resolved `LiTTrainConfig.precision` (fp32 or bf16)
 
     def to_checkpoint(self) -> dict[str, Any]:
         """A nested dict for `anybind.train.checkpoints.save_state`."""
         return {"tower": self.tower.state_dict(), "log_scale": self.log_scale.detach().clone(),
-                "optimizer": self.optimizer.state_dict(), "step": self.step}
+                "optimizer": self.optimizer.state_dict(), "step": self.step, "precision": self.precision}
 
     def load_checkpoint(self, state: Mapping[str, Any]) -> None:
         """Restore what `to_checkpoint` returned."""
@@ -207,6 +212,7 @@ class LiTFitState:
             self.log_scale.copy_(state["log_scale"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        self.precision = str(state.get("precision", "fp32"))
 
 
 def _optimizer_to(state: Any, device: torch.device) -> Any:
@@ -245,6 +251,37 @@ def _lr_factor(step: int, warmup: int, steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
 
 
+def resolve_lit_precision(fit: LiTFitState, pixels: torch.Tensor, config: LiTTrainConfig) -> str:
+    """Set `fit.precision` from `config.precision` (``auto``: time a quarter batch of tower steps in fp32
+    and bf16, `anybind.train.precision.choose_precision`); weights, grads and RNG are left untouched.
+    Returns the reason in words (for the log)."""
+    from anybind.train.checkpoints import capture_rng_state, restore_rng_state
+    from anybind.train.precision import autocast, choose_precision, timed
+
+    device = fit.log_scale.device
+    probe = pixels[:max(2, min(config.batch_size, len(pixels)) // 4)].to(device)
+    saved = {k: v.clone() for k, v in fit.tower.state_dict().items()}
+    was_training = fit.tower.training
+    needs_grad = [parameter.requires_grad for parameter in fit.tower.parameters()]
+    fit.tower.train().requires_grad_(True)
+
+    def step(precision: str) -> None:
+        with autocast(precision, device):
+            features = fit.tower(probe)
+        features.float().square().mean().backward()
+
+    rng = capture_rng_state()
+    workload = {"lit_tower": tower_config_dict(config.tower), "batch": list(probe.shape)}
+    fit.precision, reason = choose_precision(config.precision, device, lambda p: timed(lambda: step(p)), workload)
+    restore_rng_state(rng)
+    for parameter, flag in zip(fit.tower.parameters(), needs_grad):
+        parameter.grad = None
+        parameter.requires_grad_(flag)
+    fit.tower.load_state_dict(saved)
+    fit.tower.train(was_training)
+    return reason
+
+
 def fit_lit_tower(fit: LiTFitState, pixels: torch.Tensor, caption_vectors: torch.Tensor,
                   caption_index: Sequence[np.ndarray], config: LiTTrainConfig, *,
                   on_step: Callable[[LiTFitState, float], None] | None = None, stop_after: int | None = None,
@@ -258,6 +295,7 @@ def fit_lit_tower(fit: LiTFitState, pixels: torch.Tensor, caption_vectors: torch
     from open_clip.loss import ClipLoss
 
     from anybind.train.optim import warn_if_warmup_too_long
+    from anybind.train.precision import autocast
 
     steps = total_steps(config, len(pixels))
     if fit.step == 0:
@@ -277,7 +315,8 @@ def fit_lit_tower(fit: LiTFitState, pixels: torch.Tensor, caption_vectors: torch
         picks = torch.tensor([int(caption_index[i][int(u * len(caption_index[i]))]) for i, u in zip(rows.tolist(), draws)])
         device = fit.log_scale.device
         images = _augment(pixels[rows], config, generator).to(device, non_blocking=True)
-        image_features = F.normalize(fit.tower(images), dim=-1)
+        with autocast(fit.precision, device):
+            image_features = F.normalize(fit.tower(images).float(), dim=-1)
         loss = loss_fn(image_features, caption_vectors[picks].to(device), fit.log_scale.exp())
         fit.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -341,6 +380,7 @@ def train_lit(images: np.ndarray | torch.Tensor, captions: Sequence[Sequence[str
     result = LiTResult(tower=anchor.tower, logit_scale=CLIP_INIT_LOGIT_SCALE, config=config,
                        tower_config=tower_config_dict(config.tower))
     fit = new_fit_state(anchor.tower, config)
+    resolve_lit_precision(fit, pixels, config)
     per_epoch = max(1, len(pixels) // min(config.batch_size, len(pixels)))
     losses: list[float] = []
     start = time.perf_counter()
@@ -405,6 +445,8 @@ class LiTDataConfig:
     input_column: str = "input"  # column holding the image path (relative to the manifest)
     skip_bad_rows: bool = False  # skip (and count) rows with missing/corrupt images instead of failing
     cache_text: bool = True  # keep caption vectors of the frozen text model under $ANYBIND_HOME
+    cache_inputs: bool = True  # decode images once: memory + the on-disk input cache under $ANYBIND_HOME
+    input_cache_dir: str | None = None  # default: $ANYBIND_HOME/input-cache/<image preprocess digest>
     text_cache_dir: str | None = None  # default: $ANYBIND_HOME/anchor-cache/<text model digest>
 
 
@@ -431,7 +473,7 @@ class LiTRecipe:
 
 
 # Recipe fields that may change between a run and its `--resume` (they do not change the math).
-RESUMABLE_CHANGES = ("output_dir", "train.num_threads", "eval_every_steps", "checkpoint_every_steps",
+RESUMABLE_CHANGES = ("output_dir", "train.num_threads", "data.cache_inputs", "data.input_cache_dir", "eval_every_steps", "checkpoint_every_steps",
                      "keep_last", "tensorboard", "progress")
 
 
@@ -469,7 +511,8 @@ def load_lit_recipe(source: str | Path | Mapping[str, Any] | LiTRecipe) -> LiTRe
 
     data_config = dataclasses.replace(recipe.data, manifest=absolute(recipe.data.manifest),  # type: ignore[arg-type]
                                       val_manifest=absolute(recipe.data.val_manifest),
-                                      text_cache_dir=absolute(recipe.data.text_cache_dir))
+                                      text_cache_dir=absolute(recipe.data.text_cache_dir),
+                                      input_cache_dir=absolute(recipe.data.input_cache_dir))
     return dataclasses.replace(recipe, output_dir=absolute(recipe.output_dir), data=data_config)  # type: ignore[arg-type]
 
 
@@ -531,14 +574,31 @@ def _group_by_image(pairs: Sequence[Any]) -> tuple[list[Path], list[list[str]]]:
     return list(captions), list(captions.values())
 
 
-def _load_pixels(paths: Sequence[Path], anchor: LiTAnchor, progress: bool) -> torch.Tensor:
-    """``[N, 3, S, S]`` normalized pixels of image files, through the image modality's own loader."""
+def _load_pixels(paths: Sequence[Path], anchor: LiTAnchor, progress: bool, data: LiTDataConfig | None = None
+                 ) -> torch.Tensor:
+    """``[N, 3, S, S]`` normalized pixels of image files, through the image modality's own loader and,
+    when `data.cache_inputs`, the trainer's decode-once input cache (`anybind.train.input_cache`)."""
     from anybind.modalities.image import ImageModality
 
     modality = ImageModality(anchor.image_preprocess, anchor)
+    load: Callable[[list[Path]], Any] = modality.load
+    if data is not None and data.cache_inputs:
+        import anybind
+        from anybind.train.input_cache import (
+            FeatureStore,
+            FileKeys,
+            InputCache,
+            content_digest,
+            default_store_folder,
+        )
+
+        description = {"modality": "image", "preprocess": to_dict(anchor.image_preprocess), "anybind": anybind.__version__}
+        store = FeatureStore(default_store_folder(content_digest(description), data.input_cache_dir), description)
+        load = InputCache(modality.load, split=modality.split_batch, join=modality.join_batches, key_of=FileKeys(),
+                          store=store)
     chunks = []
     for start in progress_bar(range(0, len(paths), 256), desc="load images", unit="chunk", disable=not progress):
-        chunks.append(modality.load(list(paths[start:start + 256])))
+        chunks.append(load(list(paths[start:start + 256])))
     return torch.cat(chunks)
 
 
@@ -601,19 +661,22 @@ def train_anchor(source: str | Path | Mapping[str, Any] | LiTRecipe, *, resume: 
         raise InputError(f"`data.manifest`: contrastive training needs at least 2 distinct training images, "
                          f"got {len(paths)}")
     start_run_folder(output, kind=RUN_KIND, config=recipe_dict, anchor=anchor_record, resumed=resumed)
-    pixels = _load_pixels(paths, anchor, recipe.progress)
+    pixels = _load_pixels(paths, anchor, recipe.progress, recipe.data)
     unique_captions, caption_index = _caption_index(captions)
     caption_vectors = _caption_vectors(unique_captions, anchor, recipe)
     val_paths, val_captions = _group_by_image(val_pairs)
     val = None
     if val_paths:
-        val = (_load_pixels(val_paths, anchor, False), _caption_vectors([c[0] for c in val_captions], anchor, recipe))
+        val = (_load_pixels(val_paths, anchor, False, recipe.data), _caption_vectors([c[0] for c in val_captions], anchor, recipe))
     fit = new_fit_state(anchor.tower, config)
     manager = CheckpointManager(output / "checkpoints", keep_last=recipe.keep_last)
-    if resumed:
-        state = manager.load_latest()
-        if state is not None:
-            fit.load_checkpoint(state)
+    state = manager.load_latest() if resumed else None
+    if state is not None:
+        fit.load_checkpoint(state)
+        LOG.info("precision: %s (kept from the checkpoint)", fit.precision)
+    else:
+        reason = resolve_lit_precision(fit, pixels, config)
+        LOG.info("precision: %s (train.precision %s: %s)", fit.precision, config.precision, reason)
     first_step = fit.step
     steps = total_steps(config, len(pixels))
     log = MetricsLog(output, ["train_loss", "logit_scale", "lr", "val_text_to_image_r1", "val_text_to_image_r5"],

@@ -119,6 +119,7 @@ class ImageModality(Modality):
     item_ndim = 3  # [3, H, W] float tensor or [H, W, 3] uint8 array; [N, ...] is a batch
     batch_rule = ("one array is one image ([H, W] / [H, W, 3] uint8, [3, H, W] float in [0, 1]); several images "
                   "are a list or an [N, 3, H, W] / [N, H, W, 3] array")
+    deterministic_load = True  # no augmentation: the trainer caches loaded inputs
 
     @classmethod
     def resolve_preprocess(cls, spec: Any, anchor: Any) -> ImagePreprocess:

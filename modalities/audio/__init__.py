@@ -21,9 +21,16 @@ import torch
 from anybind.errors import InputError
 from anybind.modalities.audio import cnn as cnn
 from anybind.modalities.audio import htsat as htsat
-from anybind.modalities.audio.loader import MAX_CHANNELS, STEREO_CHANNELS, check_sample_rate, load_audio_batch
+from anybind.modalities.audio.loader import (
+    MAX_CHANNELS,
+    STEREO_CHANNELS,
+    check_sample_rate,
+    join_windows,
+    load_audio_batch,
+    split_windows,
+)
 from anybind.modalities.audio.preprocess import AudioPreprocess
-from anybind.modality import Modality
+from anybind.modality import Batch, Modality
 from anybind.registry import register_modality
 
 
@@ -43,6 +50,20 @@ class AudioModality(Modality):
     batch_rule = ("one array is one clip: [samples], or 2-D with a channel axis of at most "
                   f"{STEREO_CHANNELS} channels first or {MAX_CHANNELS} channels last; several clips are a list, "
                   "or an [N, samples] array with batched=True")
+    deterministic_load = True  # fixed window positions, deterministic fusion chunks: cacheable
+
+    def split_batch(self, batch: Batch, count: int) -> list[Batch]:
+        """Per-item batches; a window batch (``clip_index``) gives each item its own windows with
+        ``clip_index`` 0 (see `split_windows`)."""
+        if isinstance(batch, dict) and "clip_index" in batch:
+            return split_windows(batch, count)
+        return super().split_batch(batch, count)
+
+    def join_batches(self, parts: Sequence[Batch]) -> Batch:
+        """Inverse of `split_batch`: windows concatenated, ``clip_index`` renumbered 0..len(parts)-1."""
+        if isinstance(parts[0], dict) and "clip_index" in parts[0]:
+            return join_windows(parts)  # type: ignore[arg-type]
+        return super().join_batches(parts)
 
     def array_layout(self, shape: tuple[int, ...]) -> Literal["item", "batch"] | None:
         """A lone ``[T]`` array is one clip; a 2-D array is one clip when one axis is clearly channels

@@ -85,14 +85,37 @@ class AudioCNNEncoder(Encoder):
             power = torch.view_as_real(spectrum).pow(2).sum(-1).transpose(1, 2) @ self.mel_filterbank.float()
             return (10.0 / math.log(10.0)) * power.clamp(min=LOG_FLOOR).log().unsqueeze(1)
 
+    def front_end(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``{"waveform", "clip_index"}`` -> ``{"log_mel": [W, 1, frames, mel_bins], "clip_index"}`` (float32);
+        `forward` takes either form, so the trainer can cache log-mels instead of waveforms."""
+        if "log_mel" in batch:
+            return batch
+        with torch.autocast(device_type=batch["waveform"].device.type, enabled=False):
+            return {"log_mel": self.log_mel(batch["waveform"].float()), "clip_index": batch["clip_index"]}
+
     def window_features(self, waveform: torch.Tensor) -> torch.Tensor:
         """``[W, samples]`` -> ``[W, 2 * channels[-1]]`` pooled CNN features."""
-        x = self.log_mel(waveform)
-        x = self.input_norm(x.transpose(1, 3)).transpose(1, 3)
+        return self.mel_features(self.log_mel(waveform))
+
+    def mel_features(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """``[W, 1, frames, mel_bins]`` log-mel -> ``[W, 2 * channels[-1]]`` pooled CNN features."""
+        x = self.input_norm(log_mel.transpose(1, 3)).transpose(1, 3)
         x = self.stages(x).mean(dim=3)  # [W, C, frames']
         return torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
 
+    splits_head = True
+
+    def backbone_features(self, batch: dict[str, Any]) -> torch.Tensor:
+        """A waveform or log-mel batch -> ``[B, 2 * channels[-1]]`` per-clip CNN features (before dropout + head)."""
+        features = (self.mel_features(batch["log_mel"]) if "log_mel" in batch
+                    else self.window_features(batch["waveform"]))
+        return average_per_clip(features, batch["clip_index"])
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, 2 * channels[-1]]`` per-clip features -> ``[B, D]`` (dropout, then the head)."""
+        return self.head(self.dropout(features))
+
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """``{"waveform": [W, samples], "clip_index": [W]}`` -> ``[B, D]`` anchor features (not normalized)."""
-        features = self.window_features(batch["waveform"])
-        return self.head(self.dropout(average_per_clip(features, batch["clip_index"])))
+        """``{"waveform": [W, samples], "clip_index": [W]}`` (or ``{"log_mel", "clip_index"}`` from `front_end`)
+        -> ``[B, D]`` anchor features (not normalized)."""
+        return self.forward_head(self.backbone_features(batch))

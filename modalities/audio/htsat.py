@@ -204,7 +204,7 @@ class HTSATEncoder(Encoder):
                                  f"(preprocess long_clips: fusion), got keys {sorted(batch)}")
             return branch({"mel_fusion": batch["mel_fusion"], "longer": batch["longer"]},
                           device=batch["mel_fusion"].device)["embedding"]
-        x = self.log_mel(batch["waveform"])
+        x = batch["log_mel"] if "log_mel" in batch else self.log_mel(batch["waveform"])
         x = branch.bn0(x.transpose(1, 3)).transpose(1, 3)
         x = branch.reshape_wav2img(x)
         x = branch.pos_drop(branch.patch_embed(x) + (branch.absolute_pos_embed if branch.ape else 0))
@@ -228,11 +228,33 @@ class HTSATEncoder(Encoder):
         index = batch.get("clip_index")
         return index if index is not None else torch.arange(features.shape[0], device=features.device)
 
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """An audio batch (see `load_audio_batch`) -> ``[B, D]`` anchor features (not normalized)."""
-        if self.config.output == "clap":
-            return self.clap_embedding(batch)
+    def front_end(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A window batch -> ``{"log_mel": [W, 1, frames, mel_bins], "clip_index"}`` (float32); fusion batches
+        (already mel) are unchanged. `forward` takes either form."""
+        if "waveform" not in batch:
+            return batch
+        with torch.autocast(device_type=batch["waveform"].device.type, enabled=False):
+            return {"log_mel": self.log_mel(batch["waveform"].float()), "clip_index": batch["clip_index"]}
+
+    @property
+    def splits_head(self) -> bool:  # type: ignore[override]
+        """The head can be split off unless the encoder returns CLAP's own embedding (no head)."""
+        return self.config.output != "clap"
+
+    def backbone_features(self, batch: dict[str, Any]) -> torch.Tensor:
+        """``[B, clap_dim]`` (or ``[B, width]`` with ``head_input: backbone``) per-clip inputs of the head."""
         features = self.window_features(batch)
         if self.config.head_input == "clap":
             features = self._clap_windows(features)
-        return self.head(average_per_clip(features, self._clip_index(batch, features)))
+        return average_per_clip(features, self._clip_index(batch, features))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-clip `backbone_features` -> ``[B, D]`` anchor features."""
+        return self.head(features)
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """An audio batch (see `load_audio_batch`, or its `front_end`) -> ``[B, D]`` anchor features
+        (not normalized)."""
+        if self.config.output == "clap":
+            return self.clap_embedding(batch)
+        return self.forward_head(self.backbone_features(batch))

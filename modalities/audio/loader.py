@@ -304,3 +304,29 @@ def load_audio_batch(items: Sequence[Any], preprocess: AudioPreprocess, sample_r
     if preprocess.quantize_int16:
         batch = quantize_int16(batch)
     return {"waveform": batch, "clip_index": torch.tensor(clip_index, dtype=torch.int64)}
+
+
+def split_windows(batch: dict[str, torch.Tensor], count: int) -> list[dict[str, torch.Tensor]]:
+    """A window batch of `count` clips (``clip_index`` ``[W]`` sorted ids 0..count-1, every other tensor
+    ``[W, ...]``) -> one batch per clip holding its windows, with ``clip_index`` all 0."""
+    clip_index = batch["clip_index"]
+    sizes = torch.bincount(clip_index, minlength=count).tolist() if clip_index.numel() else [0] * count
+    if len(sizes) != count or min(sizes, default=0) < 1 or bool((clip_index[1:] < clip_index[:-1]).any()):
+        raise InputError(f"`clip_index`: expected sorted clip ids 0..{count - 1} with at least one window each, "
+                         f"got {clip_index.tolist()[:20]}")
+    pieces = {key: value.split(sizes) for key, value in batch.items() if key != "clip_index"}
+    return [{**{key: value[i] for key, value in pieces.items()},
+             "clip_index": torch.zeros(sizes[i], dtype=torch.int64)} for i in range(count)]
+
+
+def join_windows(parts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Window batches -> one batch: windows concatenated in order, ``clip_index`` renumbered so the
+    clips of part k get ids after those of parts 0..k-1 (inverse of `split_windows`)."""
+    clip_index, offset = [], 0
+    for part in parts:
+        index = part["clip_index"]
+        clip_index.append(index + offset)
+        offset += int(index.max()) + 1 if index.numel() else 0
+    joined = {key: torch.cat([part[key] for part in parts]) for key in parts[0] if key != "clip_index"}
+    joined["clip_index"] = torch.cat(clip_index)
+    return joined

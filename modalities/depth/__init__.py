@@ -57,6 +57,8 @@ class DepthModality(Modality):
     default_templates = "depth"
 
     item_ndim = 2  # an [H, W] map; [B, H, W] is B maps
+    deterministic_load = True  # no augmentation: the trainer caches loaded inputs
+
     batch_rule = ("one array is one [H, W] map; several maps are a list, or a [B, H, W] array; an array whose "
                   f"last axis has at most {MAX_CHANNEL_AXIS} entries looks like [H, W, channels] and needs batched=")
 

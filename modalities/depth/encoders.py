@@ -70,6 +70,16 @@ class DepthCNNEncoder(Encoder):
         self.backbone = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = ProjectionHead(width, context.dim, config.hidden_dim, config.dropout)
 
+    splits_head = True
+
+    def backbone_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``{"disparity", "valid"}`` ``[B, 1, S, S]`` -> ``[B, channels[-1]]`` pooled CNN features."""
+        return self.backbone(torch.cat([disparity_image(batch), batch["valid"]], dim=1))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, channels[-1]]`` -> ``[B, D]``."""
+        return self.head(features)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``{"disparity", "valid"}`` ``[B, 1, S, S]`` -> ``[B, D]``."""
-        return self.head(self.backbone(torch.cat([disparity_image(batch), batch["valid"]], dim=1)))
+        return self.forward_head(self.backbone_features(batch))

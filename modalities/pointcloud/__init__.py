@@ -46,6 +46,7 @@ class PointCloudModality(Modality):
 
     item_ndim = 2  # an [N, 3] cloud; [B, N, 3] is B clouds
     batch_rule = "one array is one [N, 3] (or [N, C > 3]) cloud; several clouds are a list or a [B, N, 3] array"
+    deterministic_load = True  # no augmentation: the trainer caches loaded inputs
 
     def as_items(self, inputs: Any, batched: bool | None = None) -> list[Any]:
         """As `Modality.as_items`; a trimesh object is one item."""

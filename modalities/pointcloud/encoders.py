@@ -105,12 +105,25 @@ class ProjectionEncoder(Encoder):
 
     def view_features(self, points: torch.Tensor) -> torch.Tensor:
         """``[B, N, 3]`` clouds -> ``[B, V, D]`` unit-norm per-view features (after the adapter, if any)."""
-        features = self.anchor.encode_image(self.render(points)).float()
-        features = F.normalize(features.view(points.shape[0], self.num_views, -1), dim=-1)
-        if self.head is not None:
-            features = F.normalize(self.head(features), dim=-1)
-        return features
+        return self._adapt(self.backbone_features(points))
+
+    @property
+    def splits_head(self) -> bool:  # type: ignore[override]
+        """The adapter (the head) can be trained on cached per-view features of the frozen image tower."""
+        return self.head is not None
+
+    def backbone_features(self, batch: torch.Tensor) -> torch.Tensor:
+        """``[B, N, 3]`` clouds -> ``[B, V, D]`` unit-norm per-view features of the frozen image tower."""
+        features = self.anchor.encode_image(self.render(batch)).float()
+        return F.normalize(features.view(batch.shape[0], self.num_views, -1), dim=-1)
+
+    def _adapt(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(features), dim=-1) if self.head is not None else features
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, V, D]`` per-view features -> ``[B, D]`` (adapter, then the view-weighted sum)."""
+        return torch.einsum("bvd,v->bd", self._adapt(features), self.view_weights.to(features.device))
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """``[B, N, 3]`` clouds -> ``[B, D]`` view-weighted sum of per-view features."""
-        return torch.einsum("bvd,v->bd", self.view_features(batch), self.view_weights.to(batch.device))
+        return self.forward_head(self.backbone_features(batch))

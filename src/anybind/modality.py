@@ -77,6 +77,9 @@ class Modality(abc.ABC):
     default_templates: ClassVar[str] = "image"
     item_ndim: ClassVar[int | None] = None  # dimensions of one array input; one more is a batch
     batch_rule: ClassVar[str] = "pass a list of items"  # how to pass a batch (for ambiguity errors)
+    # True when `load` is a pure function of (item content, preprocess config, load options): no
+    # random augmentation. The trainer then caches loaded inputs (``data.cache_inputs``) by default.
+    deterministic_load: ClassVar[bool] = False
 
     def __init__(self, preprocess: Any, anchor: Anchor) -> None:
         self.preprocess = preprocess
@@ -143,6 +146,27 @@ class Modality(abc.ABC):
     def load(self, items: Sequence[Any], **options: Any) -> Batch:
         """A chunk of user items -> one batch (tensor or dict of tensors, on CPU) for the encoder."""
 
+    def split_batch(self, batch: Batch, count: int) -> list[Batch]:
+        """A batch of `count` items -> one single-item batch per item (what the input cache stores).
+
+        The default takes row i of every tensor, which must all have `count` rows; modalities whose
+        batches are not row-per-item (audio windows) override this and `join_batches`.
+        """
+        tensors = batch.values() if isinstance(batch, Mapping) else [batch]
+        if not all(isinstance(t, torch.Tensor) and t.ndim >= 1 and t.shape[0] == count for t in tensors):
+            raise InputError(f"modality {self.name!r}: cannot split a batch of {count} item(s) into items: expected "
+                             f"a tensor or a dict of tensors with {count} rows, got {describe_batch(batch)}")
+        if isinstance(batch, Mapping):
+            return [{key: value[i:i + 1] for key, value in batch.items()} for i in range(count)]
+        return [batch[i:i + 1] for i in range(count)]
+
+    def join_batches(self, parts: Sequence[Batch]) -> Batch:
+        """Single-item (or any) batches from `split_batch` -> one batch, in order (inverse of `split_batch`)."""
+        first = parts[0]
+        if isinstance(first, Mapping):
+            return {key: join_rows([part[key] for part in parts], key) for key in first}  # type: ignore[index]
+        return join_rows(parts, "batch")  # type: ignore[arg-type]
+
 
 class Encoder(nn.Module, abc.ABC):
     """Backbone + head mapping a modality batch to ``[B, D]`` anchor-space features.
@@ -176,6 +200,24 @@ class Encoder(nn.Module, abc.ABC):
     def forward(self, batch: Batch) -> torch.Tensor:
         """A batch from the modality's `load` -> ``[B, D]`` features (not yet normalized)."""
 
+    def front_end(self, batch: Batch) -> Batch:
+        """The encoder's fixed, parameter-free input transform (e.g. waveform -> log-mel), run once per item
+        by the trainer's input cache; `forward` must accept its output as well as a loaded batch.
+        Default: the identity."""
+        return batch
+
+    # True when `backbone_features` / `forward_head` split `forward` (frozen-backbone feature caching).
+    splits_head: ClassVar[bool] = False
+
+    def backbone_features(self, batch: Batch) -> torch.Tensor:
+        """``[B, ...]`` per-item output of everything before the head (one row per item), such that
+        ``forward(batch) == forward_head(backbone_features(batch))``. Only when `splits_head`."""
+        raise NotImplementedError(f"encoder {type(self).__name__} does not split its head (splits_head is False)")
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """``[B, ...]`` `backbone_features` -> ``[B, D]`` features (not yet normalized). Only when `splits_head`."""
+        raise NotImplementedError(f"encoder {type(self).__name__} does not split its head (splits_head is False)")
+
     def head_parameters(self) -> list[nn.Parameter]:
         """The parameters of the head (what ``train: head`` optimizes)."""
         head = getattr(self, "head", None)
@@ -204,6 +246,22 @@ def float32_region(device: torch.device | str) -> contextlib.AbstractContextMana
     projection, disparity scaling) run inside it on float32 inputs, so bf16/fp16 autocast never
     underflows a log floor (1e-10 is 0 in fp16) or quantizes a rendered view."""
     return torch.autocast(device_type=torch.device(device).type, enabled=False)
+
+
+def describe_batch(batch: Any) -> str:
+    """Short description of a batch (tensor, or dict of tensors) for error messages."""
+    if isinstance(batch, Mapping):
+        return "{" + ", ".join(f"{key!r}: {describe(value)}" for key, value in batch.items()) + "}"
+    return describe(batch)
+
+
+def join_rows(parts: Sequence[torch.Tensor], what: str) -> torch.Tensor:
+    """Concatenate tensors along dim 0; raise `InputError` when their item shapes differ (naming `what`)."""
+    shapes = {tuple(part.shape[1:]) for part in parts}
+    if len(shapes) > 1:
+        raise InputError(f"`{what}`: items have different shapes {sorted(shapes)[:3]}; they cannot be batched "
+                         "together (the input cache needs same-shape items: set `data.cache_inputs: false`)")
+    return torch.cat(list(parts))
 
 
 def check_file(item: Any, argument: str, what: str) -> Path:

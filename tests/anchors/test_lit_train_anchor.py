@@ -88,3 +88,28 @@ def test_shipped_recipe_parses() -> None:
 
     recipe = load_lit_recipe(configs_dir() / "recipes" / "anchor-lit.yaml")
     assert recipe.kind == "lit" and recipe.train.tower == "cnn64" and Path(recipe.data.manifest).is_absolute()
+
+
+def test_images_are_decoded_once_across_runs(world_dir: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from anybind.anchors import lit_training
+    from anybind.modalities.image import ImageModality
+
+    anchor = SimpleNamespace(image_preprocess=anybind.load("tiny", device="cpu").anchor.image_preprocess)
+    paths = sorted((world_dir / "images").glob("*.png"))[:6]
+    data = lit_training.LiTDataConfig(manifest="unused.csv", input_cache_dir=str(tmp_path / "inputs"))
+    decoded: list[int] = []
+    real_load = ImageModality.load
+
+    def counting_load(self, items, **options):  # type: ignore[no-untyped-def]
+        decoded.append(len(items))
+        return real_load(self, items, **options)
+
+    monkeypatch.setattr(ImageModality, "load", counting_load)
+    first = lit_training._load_pixels(paths, anchor, False, data)  # type: ignore[arg-type]
+    second = lit_training._load_pixels(paths, anchor, False, data)  # type: ignore[arg-type]  # a new run: from disk
+    assert decoded == [6] and torch.equal(first, second)
+    uncached = lit_training._load_pixels(paths, anchor, False, lit_training.LiTDataConfig(  # type: ignore[arg-type]
+        manifest="unused.csv", cache_inputs=False))
+    assert decoded == [6, 6] and torch.equal(first, uncached)

@@ -36,7 +36,7 @@ def _with(**changes: Any) -> dict[str, Any]:
     (_with(train__steps=0), r"`train.steps` must be >= 1, got 0"),
     (_with(train__batch_size=0), r"`train.batch_size` must be >= 1, got 0"),
     (_with(train__lr=-1), r"`train.lr` must be > 0, got -1"),
-    (_with(train__precision="fp8"), r"`precision`: expected one of 'fp32', 'bf16', got 'fp8'"),
+    (_with(train__precision="fp8"), r"`precision`: expected one of 'auto', 'fp32', 'bf16', got 'fp8'"),
     (_with(train__params="backbone"), r"`params`: expected one of 'all', 'head', got 'backbone'"),
     (_with(loss__kind="triplet"), r"`kind`: expected one of 'infonce', 'siglip', got 'triplet'"),
     (_with(data__val_fraction=1.0), r"`data.val_fraction` must be in \[0, 1\), got 1.0"),

@@ -147,7 +147,7 @@ def recipe(folder: Path, manifest: Path, **overrides: Any) -> dict[str, Any]:
         "modality": NAME, "encoder": "mlp", "model": "tiny", "output_dir": str(folder / "run"),
         "data": {"manifest": str(manifest), "val_fraction": 0.25, "anchor_cache_dir": str(folder / "anchor-cache")},
         "train": {"batch_size": 32, "steps": 40, "lr": 5e-3, "warmup_steps": 4, "weight_decay": 0.0,
-                  "device": "cpu", "num_threads": 1},
+                  "device": "cpu", "num_threads": 1, "precision": "fp32"},
         "eval": {"every_steps": 0}, "checkpoint": {"every_steps": 0, "keep_last": 2},
         "log": {"every_steps": 5, "tensorboard": False, "progress": False},
     }

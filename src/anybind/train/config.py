@@ -41,7 +41,15 @@ class DataConfig:
     input_column: str = "input"  # column holding the modality input path (relative to the manifest)
     skip_bad_rows: bool = False  # skip (and count) rows with missing/corrupt files instead of failing
     check_inputs: bool = True  # load every input once up front to find corrupt files (false: existence only)
-    cache_inputs: bool = False  # keep loaded inputs in memory (same-shape, deterministic loaders only)
+    # Decode-once input cache (see `anybind.train.input_cache`): null = on for modalities whose
+    # loader is deterministic (every built-in one), true/false forces it.
+    cache_inputs: bool | None = None
+    input_cache_memory_mb: int = 2048  # cached inputs kept in memory up to this size; the rest read from disk
+    input_cache_disk: bool = True  # also keep them in the on-disk store (shared by runs, survives restarts)
+    input_cache_dir: str | None = None  # default: $ANYBIND_HOME/input-cache/<cache config digest>
+    cache_features: bool = True  # with `train.params: head`, compute the frozen backbone's outputs once
+    num_workers: int | None = None  # DataLoader worker processes; null: 0 when cached in memory, else up to 4
+    prefetch_batches: int = 2  # batches each worker loads ahead
     load_options: dict = field(default_factory=dict)  # keyword options for the modality's `load`
     cache_anchor: bool = True  # False recomputes the frozen anchor every step (benchmarks only)
     anchor_cache_dir: str | None = None  # default: $ANYBIND_HOME/anchor-cache/<anchor digest>
@@ -64,7 +72,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1.0e-6
     grad_clip: float | None = 1.0  # max global gradient norm; None disables clipping
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 runs the encoder forward under autocast
+    # bf16 runs the encoder forward under autocast; auto: bf16 on CUDA with bf16 and on CPUs where
+    # native bf16 measures faster, else fp32 (see `anybind.train.precision`)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: str | None = None  # default: cuda if available, else cpu
     num_threads: int | None = None  # torch CPU threads (default: torch's)
 
@@ -129,7 +139,9 @@ class BindConfig:
 
 # Fields that may change between a run and its `--resume` (they do not change the math).
 RESUMABLE_CHANGES = ("output_dir", "name", "templates", "train.device", "train.num_threads", "data.cache_anchor",
-                     "data.anchor_cache_dir", "data.verify_cached", "data.cache_inputs", "eval", "checkpoint", "log")
+                     "data.anchor_cache_dir", "data.verify_cached", "data.cache_inputs", "data.input_cache_memory_mb",
+                     "data.input_cache_disk", "data.input_cache_dir", "data.cache_features", "data.num_workers",
+                     "data.prefetch_batches", "eval", "checkpoint", "log")
 
 
 def _check_values(config: BindConfig, where: str) -> None:
@@ -140,7 +152,9 @@ def _check_values(config: BindConfig, where: str) -> None:
     for name, value in positive.items():
         if value < 1:
             raise ConfigError(f"{where}: `{name}` must be >= 1, got {value}")
-    for name, value in {"train.warmup_steps": train.warmup_steps, "eval.every_steps": config.eval.every_steps,
+    for name, value in {"data.input_cache_memory_mb": data.input_cache_memory_mb,
+                        "data.num_workers": data.num_workers or 0, "data.prefetch_batches": data.prefetch_batches,
+                        "train.warmup_steps": train.warmup_steps, "eval.every_steps": config.eval.every_steps,
                         "checkpoint.every_steps": config.checkpoint.every_steps,
                         "data.verify_cached": data.verify_cached}.items():
         if value < 0:
@@ -197,7 +211,8 @@ def resolve_paths(config: BindConfig, base_dir: Path) -> BindConfig:
         model = str((base_dir / model).resolve())
     data = dataclasses.replace(config.data, manifest=absolute(config.data.manifest),  # type: ignore[arg-type]
                                val_manifest=absolute(config.data.val_manifest),
-                               anchor_cache_dir=absolute(config.data.anchor_cache_dir))
+                               anchor_cache_dir=absolute(config.data.anchor_cache_dir),
+                               input_cache_dir=absolute(config.data.input_cache_dir))
     return dataclasses.replace(config, model=model, data=data, output_dir=absolute(config.output_dir),  # type: ignore[arg-type]
                                init_weights=absolute(config.init_weights))
 

@@ -3,9 +3,12 @@
 One call does the whole job (`anybind train RECIPE.yaml` is a thin wrapper):
 
 1. read and validate the manifest(s), split train/val;
-2. compute the anchor vectors of every partner once (cached on disk, see `anchor_cache`);
+2. compute the anchor vectors of every partner once (cached on disk, see `anchor_cache`), and
+   load + preprocess every input once (`input_cache`: memory, or a memory-mapped disk store);
+   with ``train.params: head`` the frozen backbone's outputs are computed once too;
 3. train encoder (+ learnable logit scale) with symmetric InfoNCE or SigLIP, AdamW, cosine
-   schedule with warmup, gradient accumulation, clipping, optional bf16 autocast;
+   schedule with warmup, gradient accumulation, clipping, bf16 autocast where it is faster
+   (`precision`); batches come from a `DataLoader` (`pipeline`: workers, pinned memory, prefetch);
    under ``torchrun`` each rank takes a slice of every global batch and features are
    gathered with gradients, so the loss is the single-process loss of the global batch;
 4. log metrics (CSV + TensorBoard), evaluate R@1/R@5 both ways, checkpoint every N steps;
@@ -27,7 +30,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,15 +53,18 @@ from anybind.train.config import BindConfig, bind_config_to_dict, load_bind_conf
 from anybind.progress import progress_bar
 from anybind.train.distributed import barrier, gather_objects, join_process_group, local_device, mean_over_ranks, world
 from anybind.train.evaluation import paired_recall
-from anybind.train.input_cache import InputCache
+from anybind.train.input_cache import FeatureStore, FileKeys, InputCache, content_digest, default_store_folder
 from anybind.train.losses import ContrastiveLoss
 from anybind.train.manifest import Pair, read_pairs, split_pairs
 from anybind.train.optim import adamw_param_groups, cosine_with_warmup
+from anybind.train.pipeline import MicroBatches, auto_workers, batch_rows, iterate_micro_batches
+from anybind.train.precision import autocast, choose_precision, timed
 from anybind.train.run_dir import MetricsLog, check_run_folder, start_run_folder
 
 LOG = logging.getLogger("anybind.train")
 RUN_KIND = "bind"
 BUNDLE_FOLDER = "bundle"
+PROBE_FRACTION = 4  # `precision: auto` times steps on 1/4 of a micro-batch
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "logit_scale", "temperature", "val_r1_modality_to_anchor",
                   "val_r5_modality_to_anchor", "val_r1_anchor_to_modality", "val_r5_anchor_to_modality"]
 
@@ -89,37 +95,22 @@ class BindResult:
 class BindingObjective(nn.Module):
     """Encoder + contrastive loss as one module, so DDP syncs the logit scale's gradient too."""
 
-    def __init__(self, encoder: Encoder, loss: ContrastiveLoss, precision: str) -> None:
+    def __init__(self, encoder: Encoder, loss: ContrastiveLoss, precision: str, head_only_features: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.loss = loss
         self.precision = precision
+        self.head_only_features = head_only_features  # batches are cached `backbone_features`
 
     def forward(self, batch: Any, anchor_vectors: torch.Tensor) -> torch.Tensor:
-        """Loss of a modality `batch` against its ``[B, D]`` unit-norm anchor vectors."""
+        """Loss of a modality `batch` (or of cached backbone features) against its ``[B, D]`` anchor vectors."""
         with autocast(self.precision, anchor_vectors.device):
-            features = self.encoder(batch)
+            features = self.encoder.forward_head(batch) if self.head_only_features else self.encoder(batch)
         features = F.normalize(features.float(), dim=-1)
         return self.loss(features, anchor_vectors)
 
 
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on `device` when `precision` is ``"bf16"``, else a no-op."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def batch_rows(micro_step: int, rows: int, batch_size: int, seed: int) -> torch.Tensor:
-    """Row indices of global micro-batch `micro_step`: a seeded shuffle per epoch, last partial batch dropped.
-
-    A pure function of its arguments: the data position of a run is just its step count.
-    """
-    per_epoch = rows // batch_size
-    epoch, index = divmod(micro_step, per_epoch)
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(rows, generator=generator)
-    return order[index * batch_size:(index + 1) * batch_size]
+__all__ = ["BindResult", "BindingObjective", "autocast", "batch_rows", "bind", "evaluate"]
 
 
 def seed_everything(seed: int) -> None:
@@ -177,7 +168,7 @@ def read_data(config: BindConfig, load_inputs: Any) -> tuple[list[Pair], list[Pa
 
 @torch.no_grad()
 def evaluate(encoder: Encoder, load: Callable[[list[Path]], Any], pairs: list[Pair], anchor_vectors: torch.Tensor,
-             config: BindConfig, device: torch.device) -> dict[str, float]:
+             config: BindConfig, device: torch.device, precision: str = "fp32") -> dict[str, float]:
     """Validation R@1/R@5 both ways (``val_`` prefixed) of `encoder` on `pairs` (inputs read with `load`)."""
     was_training = encoder.training
     encoder.eval()
@@ -185,7 +176,7 @@ def evaluate(encoder: Encoder, load: Callable[[list[Path]], Any], pairs: list[Pa
     for start in range(0, len(pairs), config.eval.batch_size):
         group = pairs[start:start + config.eval.batch_size]
         batch = load([p.input for p in group])
-        with autocast(config.train.precision, device):
+        with autocast(precision, device):
             chunks.append(F.normalize(encoder(_to_device(batch, device)).float(), dim=-1).cpu())
     encoder.train(was_training)
     metrics = paired_recall(torch.cat(chunks), anchor_vectors, [str(p.input) for p in pairs],
@@ -242,7 +233,40 @@ class BindingRun:
         self.encoder, self.modality = bound.encoder.to(device), bound.modality
         self.output_dir = Path(config.output_dir).expanduser()
         self.step = 0
-        self.input_cache = InputCache(self.load_uncached) if config.data.cache_inputs else None
+        self.input_cache = self.build_input_cache()
+        self.features: torch.Tensor | None = None  # [N, ...] cached backbone outputs of the train rows
+        self.precision = "fp32"  # resolved from train.precision in `open`
+        self.precision_reason = ""
+
+    def build_input_cache(self) -> InputCache | None:
+        """The decode-once cache of loaded + front-ended inputs (None when ``data.cache_inputs`` is off)."""
+        data = self.config.data
+        enabled = data.cache_inputs if data.cache_inputs is not None else self.modality.deterministic_load
+        if not enabled:
+            return None
+        store = None
+        if data.input_cache_disk:
+            description = self.cache_description()
+            folder = default_store_folder(content_digest(description), data.input_cache_dir)
+            store = FeatureStore(folder, description) if self.rank == 0 else None
+            barrier()
+            if store is None:
+                store = FeatureStore(folder)
+        return InputCache(self.load_uncached, split=self.modality.split_batch, join=self.modality.join_batches,
+                          key_of=FileKeys(), store=store, memory_budget=data.input_cache_memory_mb << 20)
+
+    def cache_description(self) -> dict[str, Any]:
+        """What a cached input depends on besides its file content (its digest names the store folder)."""
+        import anybind
+
+        preprocess = self.modality.preprocess
+        pixels = getattr(self.model.anchor, "image_preprocess", None)
+        return {"modality": self.config.modality, "encoder": type(self.encoder).encoder_name,
+                "front_end": type(self.encoder).front_end is not Encoder.front_end,
+                "encoder_args": to_dict(self.encoder.config),
+                "preprocess": to_dict(preprocess) if preprocess is not None else None,
+                "load_options": dict(self.config.data.load_options),
+                "anchor_pixels": to_dict(pixels) if pixels is not None else None, "anybind": anybind.__version__}
 
     # -- setup -----------------------------------------------------------------------------
     def open(self, *, resume: bool, overwrite: bool) -> None:
@@ -257,16 +281,114 @@ class BindingRun:
         barrier()
         self.train_pairs, self.val_pairs, self.skipped = read_data(self.config, self.load_inputs)
         self.partners = [(p.partner_kind, p.partner) for p in self.train_pairs + self.val_pairs]
+        if self.input_cache is not None:
+            started = time.perf_counter()
+            self.input_cache.fill([p.input for p in self.train_pairs + self.val_pairs],
+                                  progress=self.config.log.progress and self.rank == 0)
+            cache = self.input_cache
+            LOG.info("input cache: %d input(s) loaded, %d read from %s, %.0f MB in memory (%.1fs)", cache.loaded,
+                     cache.from_store, cache.store.folder if cache.store is not None else "-",
+                     cache.memory_bytes / 2**20, time.perf_counter() - started)
         vectors = self.anchor_vectors_of_all_partners()
         self.train_vectors, self.val_vectors = vectors[:len(self.train_pairs)], vectors[len(self.train_pairs):]
         self.build_optimizer()
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", self.config.checkpoint.keep_last)
-        if resumed:
-            self.restore()
+        self.dataset = MicroBatches([p.input for p in self.train_pairs], self.load_inputs, self.config.train.batch_size,
+                                    self.config.seed, self.rank, self.world_size)
+        state = self.checkpoints.load_latest() if resumed else None
+        if state is not None:
+            self.restore(state)
+        else:
+            self.resolve_precision()
+        if self.head_features_enabled():
+            self.cache_backbone_features()
+
+    def resolve_precision(self) -> None:
+        """Turn ``train.precision`` (``auto``) into fp32/bf16 (timing a step on CPUs with native bf16); log it.
+
+        The probe times a quarter of micro-batch 0 (the ratio, not the absolute time, decides). A head
+        trained on cached backbone features stays fp32 under ``auto``: its step is too small to gain.
+        """
+        if self.config.train.precision == "auto" and self.head_features_enabled():
+            self.precision_reason = "only the head trains, on cached backbone features: too small a step to gain"
+            self.set_precision("fp32")
+            if self.rank == 0:
+                LOG.info("precision: fp32 (train.precision auto: %s)", self.precision_reason)
+            return
+        rows = self.dataset.rows(0)
+        rows = rows[:max(2, len(rows) // PROBE_FRACTION)]
+        probe = (_to_device(self.load_inputs([self.train_pairs[i].input for i in rows]), self.device),
+                 self.anchor_vectors_of(rows))
+
+        def time_step(precision: str) -> float:
+            return timed(lambda: self.probe_step(precision, probe))
+
+        rng = capture_rng_state()
+        batch = probe[0]
+        shapes = {k: list(v.shape) for k, v in batch.items()} if isinstance(batch, dict) else list(batch.shape)
+        workload = {"encoder": type(self.encoder).encoder_name, "encoder_args": to_dict(self.encoder.config),
+                    "modality": self.config.modality, "batch": shapes, "params": self.config.train.params}
+        chosen = choose_precision(self.config.train.precision, self.device, time_step, workload)
+        restore_rng_state(rng)
+        self.precision, self.precision_reason = gather_objects(chosen)[0]  # every rank follows rank 0's timing
+        self.set_precision(self.precision)
+        if self.rank == 0:
+            LOG.info("precision: %s (train.precision %s: %s)", self.precision, self.config.train.precision,
+                     self.precision_reason)
+
+    def set_precision(self, precision: str) -> None:
+        """Use `precision` in the training objective."""
+        self.precision = precision
+        objective = self.objective.module if isinstance(self.objective, nn.parallel.DistributedDataParallel) \
+            else self.objective
+        objective.precision = precision  # type: ignore[assignment]
+
+    def probe_step(self, precision: str, probe: tuple[Any, torch.Tensor]) -> None:
+        """One forward + backward of the `probe` (batch, anchor vectors) in `precision`, leaving weights,
+        buffers and grads untouched."""
+        saved = {k: v.clone() for k, v in self.encoder.state_dict().items()}
+        objective = BindingObjective(self.encoder, self.loss, precision)
+        batch, vectors = probe
+        set_train_mode(self.encoder, self.config.train.params == "head")
+        objective(batch, vectors).backward()
+        for parameter in self.trainable:
+            parameter.grad = None
+        self.encoder.load_state_dict(saved)
+
+    def head_features_enabled(self) -> bool:
+        """True when only the head trains and the frozen backbone's outputs can be cached."""
+        return (self.config.train.params == "head" and self.config.data.cache_features
+                and bool(self.encoder.splits_head))
+
+    @torch.no_grad()
+    def cache_backbone_features(self) -> None:
+        """``[N, ...]`` frozen-backbone outputs of every training row, computed once (backbone in eval mode)."""
+        started = time.perf_counter()
+        set_train_mode(self.encoder, head_only=True)
+        inputs = [p.input for p in self.train_pairs]
+        chunks, size = [], self.config.eval.batch_size
+        unique = list(dict.fromkeys(inputs))
+        for start in range(0, len(unique), size):
+            batch = _to_device(self.load_inputs(unique[start:start + size]), self.device)
+            with autocast(self.precision, self.device):
+                chunks.append(self.encoder.backbone_features(batch).float())
+        per_input = torch.cat(chunks)
+        position = {path: i for i, path in enumerate(unique)}
+        self.features = per_input[torch.tensor([position[path] for path in inputs])]
+        objective = self.objective.module if isinstance(self.objective, nn.parallel.DistributedDataParallel) \
+            else self.objective
+        objective.head_only_features = True  # type: ignore[assignment]
+        LOG.info("frozen backbone: features of %d input(s) cached (%s each, %.1fs); training the head on them",
+                 len(unique), list(per_input.shape[1:]), time.perf_counter() - started)
 
     def load_uncached(self, paths: list[Path]) -> Any:
-        """Modality inputs -> one batch (CPU), with the recipe's load options."""
-        return self.modality.load(paths, **self.config.data.load_options)
+        """Modality inputs -> one batch (CPU), with the recipe's load options; through the encoder's
+        front end when cached (so the cache holds e.g. log-mels)."""
+        batch = self.modality.load(paths, **self.config.data.load_options)
+        if self.input_cache is None:
+            return batch
+        with torch.no_grad():
+            return self.encoder.front_end(_to_device(batch, torch.device("cpu")))
 
     def load_inputs(self, paths: list[Path]) -> Any:
         """Like `load_uncached`, through the in-memory cache when ``data.cache_inputs``."""
@@ -304,7 +426,7 @@ class BindingRun:
             1, math.ceil(train.epochs * self.batches_per_epoch / train.grad_accum_steps))  # type: ignore[operator]
         select_trainable(self.encoder, train.params)
         self.loss = ContrastiveLoss(self.config.loss, rank=self.rank, world_size=self.world_size).to(self.device)
-        objective = BindingObjective(self.encoder, self.loss, train.precision)
+        objective = BindingObjective(self.encoder, self.loss, "fp32")
         named = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
         self.trainable = [p for _, p in named]
         self.optimizer = torch.optim.AdamW(adamw_param_groups(named, train.weight_decay), lr=train.lr,
@@ -320,13 +442,15 @@ class BindingRun:
         """Everything a resume needs (`rng`: every rank's RNG state)."""
         return {"step": self.step, "encoder": self.encoder.state_dict(), "loss": self.loss.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": rng, "anchor": self.identity}
+                "rng": rng, "anchor": self.identity, "precision": self.precision}
 
-    def restore(self) -> None:
-        """Load the newest checkpoint (if any): weights, optimizer, schedule, RNG, step."""
-        state = self.checkpoints.load_latest()
-        if state is None:
-            return
+    def restore(self, state: dict[str, Any]) -> None:
+        """Resume from checkpoint `state`: weights, optimizer, schedule, RNG, step, chosen precision."""
+        precision = state.get("precision")
+        self.set_precision(precision if precision is not None else self.config.train.precision)
+        self.precision_reason = "kept from the checkpoint"
+        if self.rank == 0:
+            LOG.info("precision: %s (kept from the checkpoint)", self.precision)
         self.encoder.load_state_dict(state["encoder"])
         self.loss.load_state_dict(state["loss"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -342,25 +466,46 @@ class BindingRun:
             self.checkpoints.save(self.step, self.state(rng))
 
     # -- training --------------------------------------------------------------------------
-    def micro_batch(self, micro_step: int) -> tuple[Any, torch.Tensor]:
-        """This rank's slice of global micro-batch `micro_step`: (modality batch, ``[b, D]`` anchor vectors)."""
-        train = self.config.train
-        per_rank = train.batch_size // self.world_size
-        rows = batch_rows(micro_step, len(self.train_pairs), train.batch_size, self.config.seed)
-        rows = rows[self.rank * per_rank:(self.rank + 1) * per_rank].tolist()
-        batch = _to_device(self.load_inputs([self.train_pairs[i].input for i in rows]), self.device)
-        if self.config.data.cache_anchor:
-            return batch, self.train_vectors[rows].to(self.device)
-        kinds, values = zip(*(self.partners[i] for i in rows))
-        return batch, embed_partners(self.model, list(kinds), list(values)).to(self.device)
+    def micro_batch(self, micro_step: int, loaded: tuple[Any, torch.Tensor] | None = None) -> tuple[Any, torch.Tensor]:
+        """This rank's slice of global micro-batch `micro_step`: (modality batch or cached backbone
+        features, ``[b, D]`` anchor vectors). `loaded` is the pipeline's (batch, rows) of that step."""
+        if self.features is not None:
+            rows = self.dataset.rows(micro_step)
+            batch: Any = self.features[rows].to(self.device)
+        else:
+            batch, row_tensor = loaded if loaded is not None else self.dataset[micro_step]
+            rows = row_tensor.tolist()
+            batch = _to_device(batch, self.device)
+        return batch, self.anchor_vectors_of(rows)
 
-    def train_step(self) -> float:
-        """One optimizer step over `grad_accum_steps` micro-batches; returns the loss averaged over ranks."""
+    def anchor_vectors_of(self, rows: list[int]) -> torch.Tensor:
+        """``[b, D]`` anchor vectors of training rows `rows` (cached, or recomputed with ``cache_anchor: false``)."""
+        if self.config.data.cache_anchor:
+            return self.train_vectors[rows].to(self.device)
+        kinds, values = zip(*(self.partners[i] for i in rows))
+        return embed_partners(self.model, list(kinds), list(values)).to(self.device)
+
+    def micro_batches(self, last_step: int) -> Iterator[tuple[Any, torch.Tensor]] | None:
+        """The pipeline over this call's micro-steps (None with cached backbone features: no loading)."""
+        if self.features is not None:
+            return None
+        accum, data = self.config.train.grad_accum_steps, self.config.data
+        cache = self.input_cache
+        workers = auto_workers(data.num_workers, cache is not None and cache.all_in_memory)
+        LOG.info("input pipeline: %d worker process(es)%s", workers,
+                 ", pinned memory" if self.device.type == "cuda" else "")
+        return iterate_micro_batches(self.dataset, self.step * accum, last_step * accum, workers=workers,
+                                     prefetch=data.prefetch_batches, pin_memory=self.device.type == "cuda")
+
+    def train_step(self, pipeline: Iterator[tuple[Any, torch.Tensor]] | None = None) -> float:
+        """One optimizer step over `grad_accum_steps` micro-batches (from `pipeline` when given);
+        returns the loss averaged over ranks."""
         accum = self.config.train.grad_accum_steps
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         for micro in range(accum):
-            batch, anchor_vectors = self.micro_batch(self.step * accum + micro)
+            loaded = next(pipeline) if pipeline is not None else None
+            batch, anchor_vectors = self.micro_batch(self.step * accum + micro, loaded)
             sync = micro == accum - 1 or self.world_size == 1
             with contextlib.nullcontext() if sync else self.objective.no_sync():  # type: ignore[operator]
                 loss = self.objective(batch, anchor_vectors) / accum
@@ -379,7 +524,7 @@ class BindingRun:
         metrics: dict[str, float] = {}
         if self.rank == 0 and self.val_pairs:
             metrics = evaluate(self.encoder, self.load_inputs, self.val_pairs, self.val_vectors, self.config,
-                               self.device)
+                               self.device, self.precision)
         barrier()
         return metrics
 
@@ -394,9 +539,10 @@ class BindingRun:
         set_train_mode(self.encoder, config.train.params == "head")
         bar = progress_bar(total=self.total_steps, initial=self.step, desc=f"bind {config.modality}", unit="step",
                    disable=not config.log.progress or self.rank != 0)
+        pipeline = self.micro_batches(last_step)
         while self.step < last_step:
             started = time.perf_counter()
-            window.append(self.train_step())
+            window.append(self.train_step(pipeline))
             step_seconds.append(time.perf_counter() - started)
             bar.update(1)
             step = self.step
@@ -451,6 +597,7 @@ class BindingRun:
         base_name = self.base_config.name or Path(config.model).name
         info = {"trainer": "anybind train", "modality": config.modality, "anchor_identity": dict(self.identity),
                 "base_model": config.model, "steps": self.step, "metrics": dict(metrics),
+                "precision": {"used": self.precision, "why": self.precision_reason},
                 "data": {"train_rows": len(self.train_pairs), "val_rows": len(self.val_pairs),
                          "skipped_rows": self.skipped},
                 "recipe": bind_config_to_dict(config)}

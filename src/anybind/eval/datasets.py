@@ -9,6 +9,7 @@ checked for overlap with the reported one); retrieval adapters return one split'
 from __future__ import annotations
 
 import csv
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,19 @@ from typing import Any
 import numpy as np
 
 from anybind.config import load_named
-from anybind.errors import ConfigError, InputError, InputFileError
+from anybind.errors import ConfigError, InputError, InputFileError, MissingDependencyError
 from anybind.zero_shot import ClassList, load_class_list
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+
+
+def require_module(name: str, package: str, why: str) -> Any:
+    """Import optional module `name`, or raise `MissingDependencyError` naming the pip package."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise MissingDependencyError(f"{why} needs the `{package}` package: pip install {package} "
+                                     "(or anybind[eval])") from None
 
 
 @dataclass(frozen=True)
@@ -66,8 +76,7 @@ class H5Item:
 
     def read(self) -> np.ndarray:
         """The array, as float32 (depth in metres, points in the file's units)."""
-        import h5py
-
+        h5py = require_module("h5py", "h5py", "reading HDF5 datasets")
         with h5py.File(self.path, "r") as handle:
             array = np.asarray(handle[self.key][self.index], dtype=np.float32)
         return array.T if self.transpose else array
@@ -167,8 +176,7 @@ def read_modelnet40(root: Path, protocol: EvalProtocol, class_list: ClassList, v
 
 def read_scanobjectnn(root: Path, protocol: EvalProtocol, class_list: ClassList, variant: str | None) -> list[Sample]:
     """ScanObjectNN: ``h5_files/<folder>/{training,test}<suffix>`` with ``data`` [N, 2048, 3] and ``label`` [N]."""
-    import h5py
-
+    h5py = require_module("h5py", "h5py", "ScanObjectNN's h5 files")
     name = variant or protocol.default_variant
     if name not in protocol.variants:
         raise InputError(f"`variant`: expected one of {', '.join(protocol.variants)} for scanobjectnn, got {name!r}")
@@ -191,9 +199,8 @@ def read_nyu_depth_v2(root: Path, protocol: EvalProtocol, class_list: ClassList,
 
     Scene types outside the 9 named classes map to the last class ('others'), as in Gupta et al.
     """
-    import h5py
-    from scipy.io import loadmat
-
+    h5py = require_module("h5py", "h5py", "NYU-Depth v2's MATLAB v7.3 file")
+    loadmat = require_module("scipy.io", "scipy", "NYU-Depth v2's splits.mat").loadmat
     mat = _require(root / "nyu_depth_v2_labeled.mat", "nyu_depth_v2_labeled.mat")
     with h5py.File(mat, "r") as handle:
         if "depths" not in handle or "sceneTypes" not in handle:
@@ -214,8 +221,7 @@ def read_nyu_depth_v2(root: Path, protocol: EvalProtocol, class_list: ClassList,
 
 def _sunrgbd_split(root: Path) -> dict[str, str]:
     """``allsplit.mat`` -> {path below 'SUNRGBD/': 'train' | 'test'}."""
-    from scipy.io import loadmat
-
+    loadmat = require_module("scipy.io", "scipy", "SUN RGB-D's allsplit.mat").loadmat
     mat = _require(root / "SUNRGBDtoolbox" / "traintestSUNRGBD" / "allsplit.mat", "SUNRGBDtoolbox's allsplit.mat")
     data = loadmat(mat)
     out = {}

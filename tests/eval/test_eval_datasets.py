@@ -158,8 +158,10 @@ def test_compare_lists_published_numbers_with_sources(tiny_model: anybind.BoundM
     root = standins.esc50(tmp_path / "esc")
     report = evaluate("esc50", root, tiny_model, split="fold1", compare="630k-audioset-best.pt", **FAST)
     (entry,) = report["published"]
-    assert entry["value"] == 0.9275 and "LAION-AI/CLAP README" in entry["source"]
+    assert entry["value"] == 0.9275 and "LAION-AI/CLAP README" in entry["source"] and entry["same_split"]
     assert "92.75 (630k-audioset-best.pt, split fold1)" in to_markdown(report)
+    every_fold = evaluate("esc50", root, tiny_model, split="all", compare="630k-audioset-best.pt", **FAST)
+    assert "92.75 (630k-audioset-best.pt, split fold1, not the split reported here)" in to_markdown(every_fold)
     assert evaluate("esc50", root, tiny_model, split="fold1", compare=True, **FAST)["published"] == []
 
 

@@ -272,5 +272,5 @@ def evaluate(dataset: str, root: str | Path, model: BoundModel | str = "tiny", *
     if compare:
         from anybind.eval.report import published_for
 
-        report["published"] = published_for(model, protocol.name, compare)
+        report["published"] = published_for(model, protocol.name, split, compare)
     return report

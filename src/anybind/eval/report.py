@@ -51,10 +51,12 @@ def model_names(model: BoundModel) -> set[str]:
     return names
 
 
-def published_for(model: BoundModel, dataset: str, compare: bool | str) -> list[dict[str, Any]]:
-    """The published numbers of `dataset` for `model` (by its names) or for the model named `compare`."""
+def published_for(model: BoundModel, dataset: str, split: str, compare: bool | str) -> list[dict[str, Any]]:
+    """The published numbers of `dataset` for `model` (by its names) or for the model named `compare`;
+    each with ``same_split`` telling whether it was measured on the reported `split`."""
     wanted = {compare} if isinstance(compare, str) else model_names(model)
-    return [vars(entry) | {} for entry in load_published() if entry.dataset == dataset and entry.model in wanted]
+    return [{**vars(entry), "same_split": entry.split == split} for entry in load_published()
+            if entry.dataset == dataset and entry.model in wanted]
 
 
 def _percent(value: float) -> str:
@@ -85,7 +87,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         row = f"| {metric['name']} | {_percent(metric['value'])} | {_percent(low)}–{_percent(high)} | {metric['n']} |"
         if published:
             match = [p for p in published if p["metric"] == metric["name"]]
-            row += (" " + "; ".join(f"{_percent(p['value'])} ({p['model']}, split {p['split']})" for p in match)
+            row += (" " + "; ".join(f"{_percent(p['value'])} ({p['model']}, split {p['split']}"
+                                    + ("" if p["same_split"] else ", not the split reported here") + ")" for p in match)
                     + " | " + "; ".join(p["source"] for p in match) + " |") if match else " | |"
         lines.append(row)
         for name, value in metric.get("per_split", {}).items():

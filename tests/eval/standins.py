@@ -86,6 +86,20 @@ def modelnet40(root: Path, labels: tuple[str, ...]) -> Path:
     return root / "ModelNet40"
 
 
+def modelnet40_hdf5(root: Path) -> Path:
+    """modelnet40_ply_hdf5_2048: {train,test}_files.txt naming ply_data_<split>0.h5 (label [N, 1])."""
+    import h5py
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(4)
+    for split, labels in (("train", [5, 8]), ("test", [8, 39, 0])):
+        with h5py.File(root / f"ply_data_{split}0.h5", "w") as handle:
+            handle["data"] = rng.standard_normal((len(labels), 2048, 3)).astype(np.float32)
+            handle["label"] = np.array(labels, dtype=np.uint8).reshape(-1, 1)
+        (root / f"{split}_files.txt").write_text(f"data/modelnet40_ply_hdf5_2048/ply_data_{split}0.h5\n")
+    return root
+
+
 def scanobjectnn(root: Path) -> Path:
     """h5_files/main_split_nobg/{training,test}_objectdataset.h5 with 2048-point clouds."""
     import h5py

@@ -78,6 +78,7 @@ def test_modelnet40_layout_and_tuning_only_on_train(tiny_model: anybind.BoundMod
     assert "airplane/test/airplane_0003.off" in {s.id for s in samples}
     report = evaluate("modelnet40", root, tiny_model, **FAST)
     assert report["metrics"][0]["n"] == 5 and report["protocol"]["loader_options"]["num_points"] == 1024
+    assert report["protocol"]["variant"] == "meshes" and report["protocol"]["encoder_args"]["method"] == "realistic"
     with pytest.raises(InputError, match="refusing to tune on 'test', the split being reported"):
         evaluate("modelnet40", root, tiny_model, tune_split="test", **FAST)
     before = tiny_model.encoder("pointcloud").view_weights.clone()
@@ -85,6 +86,15 @@ def test_modelnet40_layout_and_tuning_only_on_train(tiny_model: anybind.BoundMod
     assert tuned["protocol"]["tuned"] is True and tuned["protocol"]["tuned_on"] == "train"
     assert len(tuned["protocol"]["view_weights"]) == 10 and tuned["protocol"]["num_tuning_items"] == 4
     assert torch.equal(tiny_model.encoder("pointcloud").view_weights, before)  # the model is left as it was
+
+
+def test_modelnet40_pointclip_hdf5_copy(tiny_model: anybind.BoundModel, tmp_path: Path) -> None:
+    root = standins.modelnet40_hdf5(tmp_path / "modelnet40_ply_hdf5_2048")
+    samples = read("modelnet40", root)
+    assert [(s.id, s.label, s.split) for s in samples[2:]] == [
+        ("ply_data_test0.h5#0", 8, "test"), ("ply_data_test0.h5#1", 39, "test"), ("ply_data_test0.h5#2", 0, "test")]
+    report = evaluate("modelnet40", root, tiny_model, **FAST)
+    assert report["metrics"][0]["n"] == 3 and report["protocol"]["variant"] == "hdf5_2048"
 
 
 def test_scanobjectnn_h5_layout(tiny_model: anybind.BoundModel, tmp_path: Path) -> None:

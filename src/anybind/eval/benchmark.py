@@ -25,6 +25,7 @@ from anybind.eval.datasets import (
     class_names_of,
     imagefolder_classes,
     load_protocol,
+    modelnet40_variant,
     read_class_list,
     read_imagefolder,
 )
@@ -107,6 +108,8 @@ def _classification(model: BoundModel, protocol: EvalProtocol, root: Path, *, mo
         class_source = "folder names ('_' -> ' ')"
     else:
         class_list = read_class_list(protocol)
+        if protocol.layout == "modelnet40":
+            variant = modelnet40_variant(root, variant)
         names = class_names_of(protocol, class_list)
         everything = ADAPTERS[protocol.layout](root, protocol, class_list, variant)
         reported = _select(everything, split, protocol.splits, "split")
@@ -263,6 +266,7 @@ def evaluate(dataset: str, root: str | Path, model: BoundModel | str = "tiny", *
     preprocess = bound.modality.preprocess
     result["protocol"].update({
         "encoder": bound.config.encoder or bound.modality.default_encoder,
+        "encoder_args": to_dict(bound.encoder.config) if hasattr(bound.encoder.config, "__dataclass_fields__") else {},
         "preprocess": to_dict(preprocess) if preprocess is not None and hasattr(preprocess, "__dataclass_fields__") else None,
         "bootstrap": {"resamples": resamples, "seed": seed, "interval": "percentile, 95%"},
         "reference": protocol.reference, "download": protocol.download})

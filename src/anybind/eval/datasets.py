@@ -161,8 +161,34 @@ def read_urbansound8k(root: Path, protocol: EvalProtocol, class_list: ClassList,
     return samples
 
 
+def read_modelnet40_hdf5(root: Path, protocol: EvalProtocol) -> list[Sample]:
+    """PointCLIP's ModelNet40 copy, ``modelnet40_ply_hdf5_2048``: ``{train,test}_files.txt`` list
+    ``ply_data_<split><k>.h5`` files (``data`` [N, 2048, 3], ``label`` [N, 1]), read from ROOT by name."""
+    h5py = require_module("h5py", "h5py", "modelnet40_ply_hdf5_2048")
+    samples = []
+    for split in protocol.splits:
+        listing = _require(root / f"{split}_files.txt", f"the {split} file list")
+        for line in listing.read_text().split():
+            path = _require(root / Path(line).name, f"the h5 file listed in {listing.name}")
+            with h5py.File(path, "r") as handle:
+                labels = np.asarray(handle["label"]).reshape(-1)
+            samples += [Sample(f"{path.name}#{i}", H5Item(path, "data", i), int(label), split)
+                        for i, label in enumerate(labels)]
+    return samples
+
+
+def modelnet40_variant(root: Path, variant: str | None) -> str:
+    """The ModelNet40 copy under `root`: as given, else ``hdf5_2048`` when its file lists exist, else ``meshes``."""
+    return variant or ("hdf5_2048" if (root / "test_files.txt").is_file() else "meshes")
+
+
 def read_modelnet40(root: Path, protocol: EvalProtocol, class_list: ClassList, variant: str | None) -> list[Sample]:
-    """ModelNet40: ``<class>/{train,test}/*.off`` (ROOT may also be the folder holding ``ModelNet40/``)."""
+    """ModelNet40: ``<class>/{train,test}/*.off`` (ROOT may also be the folder holding ``ModelNet40/``),
+    or PointCLIP's ``modelnet40_ply_hdf5_2048`` copy (variant ``hdf5_2048``, found by its file lists)."""
+    if variant not in (None, *protocol.variants):
+        raise InputError(f"`variant`: expected one of {', '.join(protocol.variants)} for modelnet40, got {variant!r}")
+    if modelnet40_variant(root, variant) == "hdf5_2048":
+        return read_modelnet40_hdf5(root, protocol)
     if not (root / class_list.labels[0]).is_dir() and (root / "ModelNet40").is_dir():
         root = root / "ModelNet40"
     samples = []

@@ -65,7 +65,7 @@ def test_urbansound8k_layout(tiny_model: anybind.BoundModel, tmp_path: Path) -> 
     samples = read("urbansound8k", root)
     assert [s.id for s in samples[:2]] == ["audio/fold1/1001-3-0-0.wav", "audio/fold1/1001-8-0-0.wav"]
     assert [s.label for s in samples[:2]] == [3, 8]
-    report = evaluate("urbansound8k", root, tiny_model, split="fold1,fold3", **FAST)
+    report = evaluate("urbansound8k", root, tiny_model, split="1,fold3", **FAST)
     assert report["metrics"][0]["n"] == 4 and set(report["metrics"][0]["per_split"]) == {"fold1", "fold3"}
 
 

@@ -64,6 +64,7 @@ def _embed_samples(model: BoundModel, modality: str, samples: Sequence[Sample], 
 
 def _select(samples: list[Sample], split: str, known: Sequence[str], argument: str) -> list[Sample]:
     names = [s.strip() for s in split.split(",")] if split != "all" else list(known)
+    names = [f"fold{n}" if n.isdigit() and f"fold{n}" in known else n for n in names]  # --fold 1,2
     unknown = [n for n in names if n not in known]
     if unknown:
         raise InputError(f"`{argument}`: unknown split(s) {', '.join(map(repr, unknown))}; expected 'all' or one or "

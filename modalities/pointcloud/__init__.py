@@ -45,6 +45,9 @@ class PointCloudModality(Modality):
     default_templates = "pointcloud"
 
     item_ndim = 2  # an [N, 3] cloud; [B, N, 3] is B clouds
+    # Held-out tuning of view weights and templates, reached through the registered class by
+    # callers that must not import plugins (anybind.eval).
+    tune_on_held_out = staticmethod(tune_view_weights)
 
     def as_items(self, inputs: Any) -> list[Any]:
         """As `Modality.as_items`; a trimesh object is one item."""

@@ -129,13 +129,14 @@ def _classification(model: BoundModel, protocol: EvalProtocol, root: Path, *, mo
     try:
         if tune is not None:
             tune_labels = np.array([s.label for s in tune])
-            if modality == "pointcloud" and previous_weights is not None:
-                from anybind.modalities.pointcloud.tuning import tune_view_weights
-
+            # A modality may offer its own held-out tuning (point clouds: view weights and templates);
+            # it is found on the registered class, as the engine never imports plugins.
+            tune_on_held_out = getattr(type(model.bound(modality).modality), "tune_on_held_out", None)
+            if tune_on_held_out is not None and hasattr(encoder, "set_view_weights"):
                 items = [s.item.read() if isinstance(s.item, H5Item) else s.item for s in tune]
-                result = tune_view_weights(model, items, tune_labels.tolist(), names, prompts,
-                                           test_inputs=[s.item for s in reported if not isinstance(s.item, H5Item)],
-                                           **options)
+                result = tune_on_held_out(model, items, tune_labels.tolist(), names, prompts,
+                                          test_inputs=[s.item for s in reported if not isinstance(s.item, H5Item)],
+                                          **options)
                 encoder.set_view_weights(result["view_weights"])  # type: ignore[operator]
                 prompts = list(result["templates"])
                 tuning = {"tuned": True, "tuned_on": tune_split, "view_weights": result["view_weights"],

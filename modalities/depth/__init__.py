@@ -1,7 +1,8 @@
 """The ``depth`` modality: depth maps as disparity (ImageBind's recipe), invalid pixels masked.
 
-Inputs: 16-bit PNGs in millimetres, ``.npy`` / float arrays in metres, uint16 arrays in
-millimetres, or disparity (``kind="disparity"``). Camera constants come from a preset
+Inputs: 16-bit PNGs in millimetres (``format="sunrgbd"``: SUN RGB-D's bit-rotated PNGs), ``.npy`` /
+float arrays in metres, uint16 arrays in millimetres, or disparity (``kind="disparity"``). Holes
+(depth 0) follow the preprocess config's ``holes`` ("clip", the paper's recipe, or "mask"). Camera constants come from a preset
 (``camera="kinect"`` or ``"realsense"``, see ``configs/preprocess/depth/default.yaml``) or
 explicit ``focal_length=`` (pixels) and ``baseline=`` (metres).
 Encoders: ``anchor-image`` (zero-shot through the frozen image tower) and ``cnn`` (trainable).
@@ -20,7 +21,10 @@ from anybind.errors import InputError
 from anybind.modalities.depth.config import DepthPreprocess as DepthPreprocess
 from anybind.modalities.depth.conversion import (
     ACCEPTS,
+    DEPTH_FORMATS,
+    HOLE_MODES,
     clean_disparity,
+    decode_sunrgbd,
     depth_to_disparity,
     masked_resize,
     read_depth_file,
@@ -31,7 +35,7 @@ from anybind.modalities.depth.encoders import DepthCNNEncoder as DepthCNNEncoder
 from anybind.modality import Modality
 from anybind.registry import register_modality
 
-LOAD_OPTIONS = ("kind", "camera", "focal_length", "baseline")
+LOAD_OPTIONS = ("kind", "camera", "focal_length", "baseline", "format")
 MAX_CHANNEL_AXIS = 4  # a last axis this short is channels (gray/RGB/RGBA), never a map's width
 
 
@@ -46,7 +50,8 @@ class DepthModality(Modality):
     """Depth maps -> ``{"disparity": [B, 1, S, S], "valid": [B, 1, S, S]}`` float32 batches.
 
     Loader options: `kind` ("depth" default, or "disparity"), `camera` (preset name),
-    `focal_length` (pixels) and `baseline` (metres) overriding the preset.
+    `focal_length` (pixels) and `baseline` (metres) overriding the preset, `format` of 16-bit
+    depth ("mm" default, or "sunrgbd" for SUN RGB-D's bit-rotated PNGs).
     """
 
     accepts = ACCEPTS
@@ -78,6 +83,14 @@ class DepthModality(Modality):
         kind = options.get("kind", "depth")
         if kind not in ("depth", "disparity"):
             raise InputError(f"`kind`: expected 'depth' or 'disparity', got {kind!r}")
+        depth_format = options.get("format", "mm")
+        if depth_format not in DEPTH_FORMATS:
+            raise InputError(f"`format`: expected one of {', '.join(map(repr, DEPTH_FORMATS))}, got {depth_format!r}")
+        if depth_format == "sunrgbd" and kind != "depth":
+            raise InputError("`format`: 'sunrgbd' holds depth; it cannot be combined with kind='disparity'")
+        if preprocess.holes not in HOLE_MODES:
+            raise InputError(f"depth preprocess `holes`: expected one of {', '.join(map(repr, HOLE_MODES))}, "
+                             f"got {preprocess.holes!r}")
         camera = preprocess.camera(options.get("camera") or preprocess.default_camera)
         focal = _positive(options.get("focal_length", camera.focal_length), "focal_length")
         baseline = _positive(options.get("baseline", camera.baseline), "baseline")
@@ -88,11 +101,15 @@ class DepthModality(Modality):
             raw = item if isinstance(item, (np.ndarray, torch.Tensor)) else (
                 read_depth_file(item, argument) if isinstance(item, (str, Path)) or hasattr(item, "__fspath__")
                 else item)
-            values = to_float_map(raw, argument, preprocess.png_depth_scale, kind)
+            if depth_format == "sunrgbd":
+                values = to_float_map(decode_sunrgbd(raw, argument, preprocess.sunrgbd_max_depth), argument,
+                                      preprocess.png_depth_scale, kind)
+            else:
+                values = to_float_map(raw, argument, preprocess.png_depth_scale, kind)
             if kind == "depth":
                 disparity, valid = depth_to_disparity(values, focal_length=focal, baseline=baseline,
                                                       min_depth=preprocess.min_depth, max_depth=preprocess.max_depth,
-                                                      argument=argument)
+                                                      argument=argument, holes=preprocess.holes)  # type: ignore[arg-type]
             else:
                 disparity, valid = clean_disparity(values, argument)
             resized, resized_valid = masked_resize(torch.from_numpy(disparity).float(), torch.from_numpy(valid),

@@ -27,6 +27,10 @@ class DepthPreprocess:
     cameras: dict  # name -> CameraPreset fields
     size: int | None = None  # square side fed to the encoders; None = the anchor's image size
     interpolation: str = "bilinear"  # masked resize filter
+    # Pixels without a measurement (0, NaN): "clip" to min_depth (maximal disparity, the ImageBind /
+    # Omnivore recipe) or "mask" them invalid with disparity 0.
+    holes: str = "clip"
+    sunrgbd_max_depth: float = 8.0  # metres; cap of format="sunrgbd" PNGs (SUNRGBDtoolbox read3dPoints.m)
     version: int = 1
 
     def camera(self, name: str) -> CameraPreset:

@@ -2,7 +2,12 @@
 
 ImageBind (Girdhar et al., CVPR 2023) feeds disparity, following Omnivore's SUN RGB-D recipe:
 ``disparity = baseline · focal_length / depth`` with depth in metres clipped to [0.01, 50].
-Pixels without a measurement (0, NaN, inf) are marked invalid and get disparity 0.
+Pixels without a measurement (0 or NaN) are holes. ``holes="clip"`` (the authors' recipe, the default)
+clips them to 0.01 m like every other depth, so they get the maximal disparity and stay valid;
+``holes="mask"`` marks them (and +inf) invalid with disparity 0.
+
+SUN RGB-D stores depth PNGs bit-rotated: ``depth_mm = (v >> 3) | (v << 13)`` (16-bit), capped at
+8 m (SUNRGBDtoolbox ``read3dPoints.m``); read as plain millimetres they come out 8× too deep.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from anybind.modality import check_file, describe
 
 DepthKind = Literal["depth", "disparity"]
 MAX_DEPTH_PIXELS = 40_000_000  # a depth map is converted to float64 (8 bytes a pixel): 320 MB at this size
+HoleMode = Literal["clip", "mask"]
+HOLE_MODES: tuple[str, ...] = ("clip", "mask")
+DepthFormat = Literal["mm", "sunrgbd"]
+DEPTH_FORMATS: tuple[str, ...] = ("mm", "sunrgbd")
 PNG_16BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 ACCEPTS = ("16-bit depth PNG files (millimetres), .npy files or [H, W] float arrays/tensors in metres (or "
            "disparity with kind='disparity'), uint16 arrays in millimetres, or a [B, H, W] batch")
@@ -94,13 +103,32 @@ def to_float_map(raw: Any, argument: str, png_depth_scale: float, kind: DepthKin
     return array.astype(np.float64)
 
 
+def decode_sunrgbd(raw: Any, argument: str, max_depth: float) -> np.ndarray:
+    """A SUN RGB-D depth PNG's raw ``[H, W]`` uint16 values -> depth in metres (float64).
+
+    Undoes the bit rotation ``(v >> 3) | (v << 13)`` (millimetres) and caps at `max_depth` metres,
+    as SUNRGBDtoolbox ``read3dPoints.m`` does; 0 stays 0 (a hole).
+    """
+    if isinstance(raw, torch.Tensor):
+        raw = raw.detach().cpu().numpy()
+    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint16:
+        raise InputError(f"`{argument}`: depth format 'sunrgbd' expects the raw uint16 values of a SUN RGB-D depth "
+                         f"PNG, got {describe(raw)}")
+    rotated = (raw >> np.uint16(3)) | (raw << np.uint16(13))
+    return np.minimum(rotated.astype(np.float64) / 1000.0, max_depth)
+
+
 def depth_to_disparity(depth: np.ndarray, *, focal_length: float, baseline: float, min_depth: float,
-                       max_depth: float, argument: str) -> tuple[np.ndarray, np.ndarray]:
+                       max_depth: float, argument: str, holes: HoleMode = "clip") -> tuple[np.ndarray, np.ndarray]:
     """``[H, W]`` depth in metres -> (disparity in pixels, valid mask), ImageBind's recipe.
 
-    Valid pixels are finite and > 0; their depth is clipped to [min_depth, max_depth] and
-    ``disparity = baseline · focal_length / depth``. Invalid pixels get disparity 0.
+    Depth is clipped to [min_depth, max_depth] and ``disparity = baseline · focal_length / depth``.
+    `holes` ``"clip"`` (the paper's recipe): 0 and NaN are clipped to `min_depth` (maximal
+    disparity) and +inf to `max_depth`; every pixel is valid. ``"mask"``: only finite depths > 0
+    are valid, the others get disparity 0.
     """
+    if holes not in HOLE_MODES:
+        raise InputError(f"`holes`: expected one of {', '.join(map(repr, HOLE_MODES))}, got {holes!r}")
     valid = np.isfinite(depth) & (depth > 0)
     negative = int((np.isfinite(depth) & (depth < 0)).sum())
     if negative:
@@ -108,6 +136,9 @@ def depth_to_disparity(depth: np.ndarray, *, focal_length: float, baseline: floa
                          f"negative pixel(s), e.g. {float(depth[np.isfinite(depth) & (depth < 0)][0]):.4g}")
     if not valid.any():
         raise InputError(f"`{argument}`: the depth map has no valid pixels (all {depth.size} are 0, NaN or inf)")
+    if holes == "clip":
+        filled = np.where(np.isnan(depth), 0.0, depth)
+        return baseline * focal_length / np.clip(filled, min_depth, max_depth), np.ones_like(valid)
     clipped = np.clip(np.where(valid, depth, 1.0), min_depth, max_depth)
     return np.where(valid, baseline * focal_length / clipped, 0.0), valid
 

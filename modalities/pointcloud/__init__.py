@@ -47,6 +47,9 @@ class PointCloudModality(Modality):
     item_ndim = 2  # an [N, 3] cloud; [B, N, 3] is B clouds
     batch_rule = "one array is one [N, 3] (or [N, C > 3]) cloud; several clouds are a list or a [B, N, 3] array"
     deterministic_load = True  # no augmentation: the trainer caches loaded inputs
+    # Held-out tuning of view weights and templates, reached through the registered class by
+    # callers that must not import plugins (anybind.eval).
+    tune_on_held_out = staticmethod(tune_view_weights)
 
     def as_items(self, inputs: Any, batched: bool | None = None) -> list[Any]:
         """As `Modality.as_items`; a trimesh object is one item."""

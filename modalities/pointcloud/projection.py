@@ -3,7 +3,8 @@
 Two methods, with every constant read from ``configs/preprocess/pointcloud/default.yaml``:
 
 - ``"pointclip"`` — PointCLIP V1 (Zhang et al., CVPR 2022): rotate into each of 6 views, push the
-  camera back (z += 1.6), project perspectively (u = x/z, v = y/z) onto a 128×128 grid; a pixel
+  camera back (z += 1.6), project perspectively (u = x/z, v = y/z) onto a 128×128 grid (pixel
+  ceil((u + 1)·R/2 − 0.5), the official code's half-pixel offset); a pixel
   holds the harmonic mean of the depths landing on it (count / Σ 1/z), empty pixels are 0.
 - ``"realistic"`` — PointCLIP V2 (Zhu et al., ICCV 2023): rotate into each of 10 views (plus a small
   bias rotation), normalize every cloud-and-view to [-1, 1] (x, y scaled by 0.8), voxelize into
@@ -135,8 +136,10 @@ def pointclip_depth(points: torch.Tensor, constants: PointCLIPViews, resolution:
     x, y, z = points.unbind(-1)
     z = z + constants.camera_offset
     safe_z = torch.where(z > 0, z, torch.ones_like(z))
-    row = torch.ceil((x / safe_z + 1) * resolution / 2)
-    col = torch.ceil((y / safe_z + 1) * resolution / 2)
+    # The official code shifts every point by -0.5 pixel before `ceil` (its `distribute` spreads a
+    # point over linspace(-size/2, size/2 - 1, size) offsets; PointCLIP uses size 1, i.e. -0.5).
+    row = torch.ceil((x / safe_z + 1) * resolution / 2 - 0.5)
+    col = torch.ceil((y / safe_z + 1) * resolution / 2 - 0.5)
     valid = (z > 0) & (row >= 0) & (row <= resolution - 1) & (col >= 0) & (col <= resolution - 1)
     pixels = resolution * resolution
     image = torch.arange(batch * views, device=points.device).view(batch, views, 1) * pixels

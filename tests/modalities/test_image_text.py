@@ -124,3 +124,20 @@ def test_bad_inputs(tiny_model: anybind.BoundModel, bad_files: dict[str, Path], 
 def test_bad_embed_arguments(tiny_model: anybind.BoundModel, kwargs: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         tiny_model.embed("text", ["a dog"], **kwargs)
+
+
+def test_rgba_image_matches_open_clips_own_preprocess(tiny_model: anybind.BoundModel, tmp_path: Path) -> None:
+    # open_clip converts to RGB after the resize; Pillow resamples RGBA with premultiplied alpha,
+    # so converting first moved pixels by up to ~3e-2 where alpha varies.
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (90, 70, 4), dtype=np.uint8)
+    rgba[..., 3] = np.linspace(0, 255, 70, dtype=np.uint8)[None, :]  # alpha varies across the image
+    path = tmp_path / "alpha.png"
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    reference = image_transform_v2(PreprocessCfg(**tiny_model.anchor.model.visual.preprocess_cfg), is_train=False)
+    expected = reference(Image.open(path)).unsqueeze(0)
+    modality = tiny_model.bound("image").modality
+    for item in (path, Image.open(path), rgba):
+        assert torch.allclose(modality.load([item]), expected, atol=1e-6)

@@ -17,7 +17,7 @@ from typing import Any
 
 from anybind.errors import AnybindError
 
-COMMANDS = ("info", "train", "train_anchor", "convert_clap", "embed", "index", "search", "classify", "demo")
+COMMANDS = ("info", "train", "train_anchor", "convert_clap", "embed", "index", "search", "classify", "eval", "demo")
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, model: bool = True, model_from_index: bool = False) -> None:

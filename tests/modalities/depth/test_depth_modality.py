@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,9 @@ from PIL import Image
 from anybind.errors import ConfigError, InputError, InputFileError, UnknownNameError
 from anybind.model import build_modality
 from anybind.modalities.depth import DepthModality
-from anybind.modalities.depth.conversion import depth_to_disparity, masked_resize
+from anybind.config import load_named
+from anybind.modalities.depth import DepthPreprocess
+from anybind.modalities.depth.conversion import decode_sunrgbd, depth_to_disparity, masked_resize, read_depth_file
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,7 @@ def depth_metres(height: int = 48, width: int = 64) -> np.ndarray:
 def test_recipe_matches_imagebind_formula() -> None:
     depth = depth_metres()
     disparity, valid = depth_to_disparity(depth, focal_length=500.0, baseline=0.075, min_depth=0.01, max_depth=50.0,
-                                          argument="x")
+                                          argument="x", holes="mask")
     with np.errstate(divide="ignore", invalid="ignore"):
         expected = 0.075 * 500.0 / depth
     assert not valid[0, 0] and not valid[10, 10] and disparity[0, 0] == 0 and disparity[10, 10] == 0
@@ -50,7 +54,37 @@ def test_png_millimetres_npy_metres_and_arrays_agree(modality, tmp_path) -> None
     assert batch["disparity"].shape == (4, 1, size, size) and batch["valid"].shape == (4, 1, size, size)
     for index in range(1, 4):
         torch.testing.assert_close(batch["disparity"][index], batch["disparity"][0], rtol=1e-3, atol=1e-3)
-    assert float(batch["valid"][0, 0, size // 2, size // 2]) == 0  # the hole stays invalid after resizing
+    # The default (the authors' recipe) clips the hole to 0.01 m: maximal disparity, valid.
+    peak = 0.075 * 518.86 / 0.01
+    assert float(batch["valid"].min()) == 1 and float(batch["disparity"][0, 0, size // 2, size // 2]) > 0.5 * peak
+    masking = DepthModality(dataclasses.replace(modality.preprocess, holes="mask"), modality.anchor)
+    masked = masking.load([tmp_path / "d.png"])
+    assert float(masked["valid"][0, 0, size // 2, size // 2]) == 0  # with holes="mask" the hole stays invalid
+
+
+def test_holes_are_clipped_to_min_depth_by_default() -> None:
+    # The ImageBind/Omnivore recipe: depth 0 (and NaN) clipped to 0.01 m -> disparity b·f/0.01.
+    depth = np.array([[0.0, 2.0], [np.nan, np.inf]])
+    disparity, valid = depth_to_disparity(depth, focal_length=500.0, baseline=0.075, min_depth=0.01, max_depth=50.0,
+                                          argument="x")
+    np.testing.assert_allclose(disparity, [[3750.0, 18.75], [3750.0, 0.75]])
+    assert valid.all()
+    assert load_named(DepthPreprocess, "preprocess/depth", "default", "depth preprocess").holes == "clip"
+
+
+def test_sunrgbd_format_undoes_the_bit_rotation(modality, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    millimetres = np.array([[0, 1234, 2500], [7999, 9000, 65535 // 8]], dtype=np.uint16)
+    # How SUN RGB-D stores depth: rotated left by 3 bits (read back with (v >> 3) | (v << 13)).
+    stored = ((millimetres.astype(np.uint32) << 3) | (millimetres.astype(np.uint32) >> 13)).astype(np.uint16)
+    Image.fromarray(stored).save(tmp_path / "sun.png")
+    raw = read_depth_file(tmp_path / "sun.png", "x")
+    metres = decode_sunrgbd(raw, "x", max_depth=8.0)
+    np.testing.assert_allclose(metres, [[0.0, 1.234, 2.5], [7.999, 8.0, 8.0]])  # capped at 8 m
+    as_sun = modality.load([tmp_path / "sun.png"], format="sunrgbd")["disparity"]
+    reference = modality.load([np.minimum(millimetres.astype(np.float64) / 1000, 8.0)])["disparity"]
+    torch.testing.assert_close(as_sun, reference)
+    as_plain = modality.load([tmp_path / "sun.png"])["disparity"]  # read as plain millimetres: 8x too deep
+    assert float(as_plain[0, 0, 0, -1]) == pytest.approx(float(reference[0, 0, 0, -1]) / 8, rel=0.05)
 
 
 def test_camera_presets_and_explicit_intrinsics(modality) -> None:  # type: ignore[no-untyped-def]
@@ -118,6 +152,9 @@ BAD_INPUTS = [
     (np.zeros((8, 8)), {"kind": "disparity"}, InputError, r"the disparity map has no valid pixels"),
     (np.full((8, 8), -1.0), {}, InputError, r"`inputs\[0\]`: depth must be >= 0 .* got 64 negative pixel\(s\)"),
     (-np.ones((8, 8)), {"kind": "disparity"}, InputError, r"disparity must be >= 0"),
+    (np.ones((8, 8)), {"format": "kinect"}, InputError, r"`format`: expected one of 'mm', 'sunrgbd', got 'kinect'"),
+    (np.ones((8, 8)), {"format": "sunrgbd"}, InputError, r"`inputs\[0\]`: depth format 'sunrgbd' expects the raw uint16"),
+    (np.ones((8, 8), np.uint16), {"format": "sunrgbd", "kind": "disparity"}, InputError, r"cannot be combined with kind"),
     (np.ones((8, 8), dtype=np.uint8), {}, InputError, r"`inputs\[0\]`: expected float depth in metres \(or uint16 "
                                                       r"millimetres\), got dtype uint8"),
     (np.ones((8, 8), dtype=np.uint16), {"kind": "disparity"}, InputError, r"disparity must be a float array"),

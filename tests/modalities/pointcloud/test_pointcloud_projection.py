@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def reference_pointclip(points: np.ndarray) -> np.ndarray:
             z += c.camera_offset
             if z <= 0:
                 continue
-            row, col = math.ceil((x / z + 1) * res / 2), math.ceil((y / z + 1) * res / 2)
+            row, col = math.ceil((x / z + 1) * res / 2 - 0.5), math.ceil((y / z + 1) * res / 2 - 0.5)
             if 0 <= row <= res - 1 and 0 <= col <= res - 1:
                 inverse[row, col] += 1 / z
                 count[row, col] += 1
@@ -203,3 +204,14 @@ def test_save_views_writes_one_png_per_cloud_and_view(tmp_path) -> None:  # type
         assert image.size == (64, 64) and image.mode == "L"
     realistic = save_views(sphere(300), tmp_path, views=[0, 9], prefix="chair")
     assert [p.name for p in realistic] == ["chair000_side-45.png", "chair000_bottom.png"]
+
+
+def test_pointclip_matches_golden_output_of_the_official_code() -> None:
+    # data/pointclip_v1_golden.npz: PCViews().get_img of the official PointCLIP repository
+    # (ZrrSkywalker/PointCLIP, trainers/mv_utils_zs.py, commit 8656f2c) run once on these fixed
+    # clouds (sphere, cube surface, Gaussian blob; 512 points each); depth stored sparse (flat index, value).
+    golden = np.load(Path(__file__).parent / "data" / "pointclip_v1_golden.npz")
+    expected = np.zeros(int(np.prod(golden["shape"])), dtype=np.float32)
+    expected[golden["index"]] = golden["depth"]
+    ours = project_to_views(torch.from_numpy(golden["points"]), "pointclip")[:, :, 0].numpy()
+    np.testing.assert_allclose(ours.reshape(-1), expected, rtol=0, atol=1e-5)

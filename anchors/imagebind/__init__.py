@@ -37,6 +37,7 @@ from anybind.anchors.imagebind.checkpoint import (
 )
 from anybind.config import from_dict, load_named
 from anybind.errors import CheckpointError, UnknownNameError
+from anybind.modality import Encoder, EncoderContext, NoConfig
 from anybind.registry import register_anchor
 from anybind.weights import seeded
 
@@ -174,3 +175,22 @@ def tower_from_anchor(anchor: Anchor, modality: str, argument: str) -> PatchTowe
     if anchor.checkpoint_path is not None:
         load_tower(tower, modality, anchor.modality_state(modality), f"`anchor.checkpoint` {str(anchor.checkpoint_path)!r}")
     return tower
+
+
+class ImageBindTowerEncoder(Encoder):
+    """Base of the ``imagebind`` encoders: one ImageBind tower taken from the anchor's checkpoint.
+
+    Subclasses set `tower_modality` (the ImageBind modality name) and implement `forward`.
+    ``train: head`` trains the tower's final projection (`head_parameters`).
+    """
+
+    Config = NoConfig
+    tower_modality: str
+
+    def __init__(self, config: Any, context: EncoderContext) -> None:
+        super().__init__(config, context)
+        self.tower = tower_from_anchor(context.anchor, self.tower_modality, f"modalities.{self.tower_modality}.encoder")
+
+    def head_parameters(self) -> list[torch.nn.Parameter]:
+        """The tower's output projection (what ``train: head`` optimizes)."""
+        return list(self.tower.head.parameters())

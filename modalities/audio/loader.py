@@ -47,11 +47,12 @@ def check_sample_rate(value: Any, argument: str = "sample_rate") -> int:
     return int(value)
 
 
-def to_mono_float(array: Any, argument: str) -> np.ndarray:
+def to_mono_float(array: Any, argument: str, mix: bool = True) -> np.ndarray:
     """A ``[T]`` or ``[channels, T]`` array/tensor -> ``[T]`` float32 mono in [-1, 1] for integer PCM.
 
     Integer PCM is divided by its full scale (int16: 32768); uint8 is centred at 128 first;
-    channels are averaged. Raises `InputError` for empty, non-finite or oddly shaped input.
+    channels are averaged (with ``mix=False`` they are kept: ``[channels, T]``). Raises
+    `InputError` for empty, non-finite or oddly shaped input.
     """
     if isinstance(array, torch.Tensor):
         tensor = array.detach().cpu()
@@ -75,6 +76,8 @@ def to_mono_float(array: Any, argument: str) -> np.ndarray:
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples)).sum())
         raise InputError(f"`{argument}`: expected finite audio samples, got {bad} NaN/inf value(s)")
+    if not mix:
+        return samples if samples.ndim == 2 else samples[None]
     return samples.mean(axis=0, dtype=np.float32) if samples.ndim == 2 else samples
 
 
@@ -229,6 +232,10 @@ def load_audio_batch(items: Sequence[Any], preprocess: AudioPreprocess, sample_r
     it is ``{"mel_fusion": [B, 4, frames, mel_bins], "longer": [B] bool}``.
     `sample_rate` (Hz) is required when any item is an array.
     """
+    if preprocess.long_clips == "spread":
+        from anybind.modalities.audio.clip_spread import load_spread_batch
+
+        return load_spread_batch(items, preprocess, sample_rate)
     rate = None
     fusion = preprocess.long_clips == "fusion"
     waveforms: list[np.ndarray] = []

@@ -4,7 +4,8 @@ Inputs: 16-bit PNGs in millimetres, ``.npy`` / float arrays in metres, uint16 ar
 millimetres, or disparity (``kind="disparity"``). Camera constants come from a preset
 (``camera="kinect"`` or ``"realsense"``, see ``configs/preprocess/depth/default.yaml``) or
 explicit ``focal_length=`` (pixels) and ``baseline=`` (metres).
-Encoders: ``anchor-image`` (zero-shot through the frozen image tower) and ``cnn`` (trainable).
+Encoders: ``anchor-image`` (zero-shot through the frozen image tower), ``cnn`` (trainable) and
+``imagebind`` (ImageBind's depth tower; preprocess ``imagebind``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from anybind.modalities.depth.conversion import (
 )
 from anybind.modalities.depth.encoders import AnchorImageDepthEncoder as AnchorImageDepthEncoder
 from anybind.modalities.depth.encoders import DepthCNNEncoder as DepthCNNEncoder
+from anybind.modalities.depth.imagebind import ImageBindDepthEncoder as ImageBindDepthEncoder
 from anybind.modality import Modality
 from anybind.registry import register_modality
 
@@ -77,6 +79,8 @@ class DepthModality(Modality):
                 read_depth_file(item, argument) if isinstance(item, (str, Path)) or hasattr(item, "__fspath__")
                 else item)
             values = to_float_map(raw, argument, preprocess.png_depth_scale, kind)
+            if kind == "depth" and preprocess.holes == "min_depth":
+                values = np.where(values == 0, preprocess.min_depth, values)
             if kind == "depth":
                 disparity, valid = depth_to_disparity(values, focal_length=focal, baseline=baseline,
                                                       min_depth=preprocess.min_depth, max_depth=preprocess.max_depth,

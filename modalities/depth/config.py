@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from anybind.config import from_dict
 from anybind.errors import UnknownNameError, unknown_name_message
@@ -27,6 +28,9 @@ class DepthPreprocess:
     cameras: dict  # name -> CameraPreset fields
     size: int | None = None  # square side fed to the encoders; None = the anchor's image size
     interpolation: str = "bilinear"  # masked resize filter
+    # Depth 0 (no measurement): "invalid" masks it; "min_depth" treats it as `min_depth`, i.e. the
+    # paper's recipe disparity = baseline * fx / clip(depth, min_depth, max_depth) (ImageBind encoders).
+    holes: Literal["invalid", "min_depth"] = "invalid"
     version: int = 1
 
     def camera(self, name: str) -> CameraPreset:

@@ -35,8 +35,8 @@ from anybind.anchors.imagebind.checkpoint import (
     read_checkpoint,
     split_by_modality,
 )
-from anybind.config import from_dict, load_named
-from anybind.errors import CheckpointError, UnknownNameError
+from anybind.config import anybind_home, from_dict, load_named
+from anybind.errors import CheckpointError, InputFileError, UnknownNameError
 from anybind.modality import Encoder, EncoderContext, NoConfig
 from anybind.registry import register_anchor
 from anybind.weights import seeded
@@ -59,6 +59,24 @@ def print_license_notice(license_info: Mapping[str, Any]) -> None:
         print(f"anybind: {text} See {license_info.get('url', '')}", file=sys.stderr)
 
 
+def find_checkpoint(name: str, base_dir: Path | None) -> Path:
+    """The checkpoint file `name`: as given when absolute, else the first that exists of the config's
+    folder (`base_dir`), the working directory and ``$ANYBIND_HOME/weights/``; raises listing them."""
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        candidates = ([base_dir / path] if base_dir is not None else []) + [Path.cwd() / path,
+                                                                             anybind_home() / "weights" / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise InputFileError(f"`anchor.checkpoint`: ImageBind checkpoint {name!r} not found; looked at "
+                         f"{', '.join(str(c) for c in candidates)}. anybind never downloads weights: fetch "
+                         "imagebind_huge.pth from the ImageBind repository (CC BY-NC-SA 4.0) and put it in one "
+                         "of those places or give its path")
+
+
 @dataclass(frozen=True)
 class ImageBindAnchorConfig:
     """The ``anchor:`` block for ``kind: imagebind``."""
@@ -74,6 +92,7 @@ class ImageBindAnchor(Anchor):
     """ImageBind's frozen vision and text towers; also holds the other modalities' checkpoint tensors."""
 
     Config = ImageBindAnchorConfig
+    weights_license = "CC BY-NC-SA 4.0 (non-commercial)"
 
     def __init__(self, config: ImageBindAnchorConfig, base_dir: Path | None = None) -> None:
         super().__init__()
@@ -87,9 +106,7 @@ class ImageBindAnchor(Anchor):
         self.checkpoint_path: Path | None = None
         logit_scale = CLIP_INIT_LOGIT_SCALE
         if config.checkpoint:
-            path = Path(config.checkpoint).expanduser()
-            if base_dir is not None and not path.is_absolute():
-                path = base_dir / path
+            path = find_checkpoint(config.checkpoint, base_dir)
             state = read_checkpoint(path, "anchor.checkpoint")
             self._states = split_by_modality(state)
             for modality, tower in (("vision", self.vision), ("text", self.text)):

@@ -272,6 +272,18 @@ class BoundModel(nn.Module):
         value = self.bound(modality).config.logit_scale
         return float(value) if value is not None else float(self.anchor.logit_scale)
 
+    def weights_licenses(self) -> list[dict[str, Any]]:
+        """The license of each weights file this model uses: the anchor's (e.g. ImageBind: CC BY-NC-SA
+        4.0), then each trained encoder's file, whose terms follow the anchor it was trained against."""
+        rows = list(self.anchor.weights_licenses())
+        derived = sorted({str(row["license"]) for row in rows})
+        for name, bound in sorted(self._bound.items()):
+            if bound.config.weights:
+                rows.append({"file": bound.config.weights, "modality": name,
+                             "license": "set by its author (anybind records none)",
+                             "trained_against": derived or ["no licensed anchor weights"]})
+        return rows
+
     def temperature(self, modality: str) -> float:
         """The softmax temperature of `modality` (``1 / logit_scale``)."""
         return 1.0 / self.logit_scale(modality)

@@ -13,9 +13,10 @@
   order, as the reference does, so overlapping clips see earlier clips' removal (this only
   touches frames straddling a clip boundary, since Kaldi fbank removes each frame's DC offset).
 - ``channels: first`` then keeps channel 0: the reference's Kaldi fbank reads channel 0 only.
+- Each clip -> Kaldi fbank log-mel (`kaldi_log_mel`), zero-padded or cut to ``target_frames``,
+  normalized with ``norm_mean`` / ``norm_std``.
 
-The batch is ``{"waveform": [W, clip_samples] (zero after each clip's length), "length": [W],
-"clip_index": [W]}``.
+The batch is ``{"mel": [B, max_windows, mel_bins, target_frames]}`` float32, one row per input.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from anybind.errors import InputError, InputFileError
 from anybind.modalities.audio.loader import check_sample_rate, is_audio_path, open_audio_file, to_mono_float
@@ -89,10 +91,28 @@ def spread_windows(channels: np.ndarray, preprocess: AudioPreprocess) -> list[np
     return clips
 
 
+def kaldi_log_mel(waveform: torch.Tensor, preprocess: AudioPreprocess) -> torch.Tensor:
+    """``[T]`` float32 clip -> ``[mel_bins, target_frames]`` normalized Kaldi log-mel (ImageBind / AST front end).
+
+    Kaldi fbank (htk_compat, Hanning window, no dither, no energy term, per-frame DC removal),
+    zero-padded or cut to `target_frames`, then ``(x - norm_mean) / norm_std``.
+    """
+    import torchaudio
+
+    rate = preprocess.sample_rate
+    fbank = torchaudio.compliance.kaldi.fbank(
+        waveform.float()[None], htk_compat=True, sample_frequency=rate, use_energy=False, window_type="hanning",
+        num_mel_bins=preprocess.mel_bins, dither=0.0, frame_length=1000.0 * preprocess.window_size / rate,
+        frame_shift=1000.0 * preprocess.hop_size / rate, low_freq=float(preprocess.fmin),
+        high_freq=float(preprocess.fmax)).transpose(0, 1)
+    target = preprocess.target_frames or fbank.shape[1]
+    fbank = F.pad(fbank, (0, target - fbank.shape[1])) if fbank.shape[1] < target else fbank[:, :target]
+    return (fbank - preprocess.norm_mean) / preprocess.norm_std
+
+
 def load_spread_batch(items: Sequence[Any], preprocess: AudioPreprocess, sample_rate: Any = None) -> dict[str, torch.Tensor]:
-    """User items -> ``{"waveform": [W, clip_samples], "length": [W], "clip_index": [W]}`` (module docstring)."""
-    size = preprocess.clip_samples
-    waveforms, lengths, clip_index = [], [], []
+    """User items -> ``{"mel": [B, max_windows, mel_bins, target_frames]}`` (module docstring)."""
+    mels = []
     rate = None
     for index, item in enumerate(items):
         argument = f"inputs[{index}]"
@@ -105,14 +125,13 @@ def load_spread_batch(items: Sequence[Any], preprocess: AudioPreprocess, sample_
             raise InputError(f"`{argument}`: expected an audio file path, a [samples] / [channels, samples] "
                              f"array or tensor; got {describe(item)}")
         channels = resample_channels(channels, source_rate, preprocess.sample_rate, preprocess.resampler, argument)
+        clips = []
         for clip in spread_windows(channels, preprocess):
             if clip.shape[0] < preprocess.window_size:
                 raise InputError(f"`{argument}`: the audio is {clip.shape[0]} sample(s) at {preprocess.sample_rate} Hz, "
                                  f"shorter than one analysis frame ({preprocess.window_size} samples); shorter clips "
                                  f"than {preprocess.clip_seconds:g} s are zero-padded in the log-mel, but one frame "
                                  "is needed")
-            waveforms.append(np.pad(clip[:size], (0, size - min(size, clip.shape[0]))))
-            lengths.append(min(size, clip.shape[0]))
-            clip_index.append(index)
-    return {"waveform": torch.from_numpy(np.stack(waveforms)), "length": torch.tensor(lengths, dtype=torch.int64),
-            "clip_index": torch.tensor(clip_index, dtype=torch.int64)}
+            clips.append(kaldi_log_mel(torch.from_numpy(clip[:preprocess.clip_samples]), preprocess))
+        mels.append(torch.stack(clips))
+    return {"mel": torch.stack(mels)}

@@ -43,9 +43,9 @@ def import_reference() -> ModuleType:
 
 def tiny_reference_model(seed: int = 0) -> torch.nn.Module:
     """A reference `ImageBindModel` with every tower 64 wide, 2 blocks, 4 heads, 32-d output (eval mode)."""
+    import_reference()
     from imagebind.models.imagebind_model import ImageBindModel
 
-    import_reference()
     torch.manual_seed(seed)
     return ImageBindModel(**TINY).eval()
 

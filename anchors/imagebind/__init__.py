@@ -110,7 +110,9 @@ class ImageBindAnchor(Anchor):
             state = read_checkpoint(path, "anchor.checkpoint")
             self._states = split_by_modality(state)
             for modality, tower in (("vision", self.vision), ("text", self.text)):
-                load_tower(tower, modality, self.modality_state(modality), f"`anchor.checkpoint` {str(path)!r}")
+                # A partial export (e.g. vision only) loads; using a missing tower raises naming it.
+                if modality in self._states:
+                    load_tower(tower, modality, self._states[modality], f"`anchor.checkpoint` {str(path)!r}")
             logit_scale = logit_scale_of(state, "text") or logit_scale
             self.checkpoint_path = path
             print_license_notice(IMAGEBIND_LICENSE)
@@ -165,8 +167,13 @@ class ImageBindAnchor(Anchor):
             return []
         return [{"file": str(self.checkpoint_path), **{k: v for k, v in IMAGEBIND_LICENSE.items() if k != "notice"}}]
 
+    def _require(self, modality: str) -> None:
+        if self.checkpoint_path is not None:
+            self.modality_state(modality)  # raises naming what the checkpoint holds
+
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` normalized pixels -> ``[B, D]`` vision-tower features."""
+        self._require("vision")
         return self.vision(pixels)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
@@ -177,6 +184,7 @@ class ImageBindAnchor(Anchor):
         """``[B, 77]`` token ids -> ``[B, D]`` text-tower features."""
         if not isinstance(tokens, torch.Tensor):
             raise CheckpointError("imagebind anchor: expected a tensor of token ids")
+        self._require("text")
         return self.text(tokens)
 
 

@@ -92,3 +92,10 @@ IMAGEBIND_MODALITIES: dict[str, Any] = {
     "thermal": {"encoder": "imagebind", "preprocess": "imagebind", "logit_scale": 10.0},
     "imu": {"encoder": "imagebind", "preprocess": "imagebind", "logit_scale": 5.0},
 }
+
+
+@pytest.fixture(scope="session")
+def ib() -> ModuleType:
+    """This module, for its helpers (`imagebind_spec`, `write_tiny_checkpoint`, `IMAGEBIND_MODALITIES`):
+    test modules cannot import a conftest under pytest's importlib mode."""
+    return sys.modules[__name__]

@@ -121,4 +121,6 @@ def load_tower(tower: nn.Module, modality: str, state: Mapping[str, torch.Tensor
             parts.append(f"shape mismatches (first {min(len(shapes), 4)} of {len(shapes)}): {'; '.join(shapes[:4])}")
         raise CheckpointError(f"{source}: the {modality} tower does not match the architecture config: "
                               + ", ".join(parts) + " (is `anchor.architecture` right for this checkpoint?)")
-    tower.load_state_dict(renamed, strict=True)
+    # Share the checkpoint's storage (no second copy of a multi-GB file) unless a dtype differs.
+    assign = all(value.dtype == expected[key].dtype for key, value in renamed.items())
+    tower.load_state_dict(renamed, strict=True, assign=assign)

@@ -99,14 +99,15 @@ class ImageBindAnchor(Anchor):
         self.config = config
         arch = load_named(ImageBindArchitecture, "anchors/imagebind", config.architecture, "imagebind architecture")
         self.architecture = arch
+        # Find the file before building towers: a missing checkpoint fails fast, even for `huge`.
+        path = find_checkpoint(config.checkpoint, base_dir) if config.checkpoint else None
         with seeded(config.seed):
             self.vision = PatchTower("vision", arch)
             self.text = TextTower(arch)
         self._states: dict[str, dict[str, torch.Tensor]] = {}
         self.checkpoint_path: Path | None = None
         logit_scale = CLIP_INIT_LOGIT_SCALE
-        if config.checkpoint:
-            path = find_checkpoint(config.checkpoint, base_dir)
+        if path is not None:
             state = read_checkpoint(path, "anchor.checkpoint")
             self._states = split_by_modality(state)
             for modality, tower in (("vision", self.vision), ("text", self.text)):

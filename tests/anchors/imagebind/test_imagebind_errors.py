@@ -77,6 +77,15 @@ def test_bad_checkpoints_and_configs(case: str, error: type, words: list[str], i
         assert word in str(caught.value)
 
 
+def test_the_huge_preset_without_its_file_says_where_to_put_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ANYBIND_HOME", str(tmp_path / "home"))
+    with pytest.raises(InputFileError) as caught:
+        anybind.load("imagebind-huge", device="cpu")
+    for word in ("imagebind_huge.pth", str(tmp_path / "home" / "weights"), "CC BY-NC-SA 4.0"):
+        assert word in str(caught.value)
+
+
 def _stereo_rgb(differ: bool) -> np.ndarray:
     image = np.random.default_rng(0).integers(0, 256, (40, 50, 1), dtype=np.uint8).repeat(3, axis=2)
     if differ:

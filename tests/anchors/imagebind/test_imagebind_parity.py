@@ -102,3 +102,23 @@ def test_vision_stem_folding_equals_the_two_frame_conv3d(tiny_checkpoint, imageb
     video = pixels[:, :, None].repeat(1, 1, 2, 1, 1)
     conv3d = F.conv3d(video, weight, stride=(2, 14, 14))[:, :, 0]
     assert torch.allclose(F.conv2d(pixels, fold_video_stem(weight), stride=14), conv3d, atol=1e-5)
+
+
+def test_the_huge_config_maps_onto_every_key_of_the_official_checkpoint() -> None:
+    """imagebind_huge.pth has 1,311 keys: our towers (built on the meta device, no memory) name
+    1,305 of them, plus the text causal mask and five postprocessor logit scales."""
+    from anybind.anchors.imagebind.architecture import ImageBindArchitecture, PatchTower, TextTower
+    from anybind.anchors.imagebind.checkpoint import MODALITIES, key_renames
+    from anybind.config import load_named
+
+    arch = load_named(ImageBindArchitecture, "anchors/imagebind", "huge", "huge")
+    official = set()
+    with torch.device("meta"):
+        for modality in MODALITIES:
+            tower = TextTower(arch) if modality == "text" else PatchTower(modality, arch)
+            for key in tower.state_dict():
+                prefix = next(official for official, ours in key_renames(modality) if key.startswith(ours))
+                ours = next(ours for official, ours in key_renames(modality) if key.startswith(ours))
+                official.add(prefix + key[len(ours):])
+    assert len(official) + 1 + 5 == 1311
+    assert "modality_heads.imu.3.weight" in official and "modality_trunks.vision.pre_transformer_layer.0.weight" in official

@@ -29,7 +29,8 @@ from anybind.registry import register_modality
 
 @register_modality("audio")
 class AudioModality(Modality):
-    """Audio files (wav/flac/ogg/...) and waveform arrays, mixed to mono and resampled per encoder."""
+    """Audio files (wav/flac/ogg/...) and waveform arrays, mixed to mono (ImageBind: channel 0) and resampled
+    per encoder."""
 
     accepts = ("audio file paths, or waveforms as [samples] / [channels, samples] numpy arrays or tensors "
                "(a single [N, samples] array is N mono clips) with `sample_rate=` in Hz")

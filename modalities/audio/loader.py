@@ -1,6 +1,7 @@
 """Reading audio: files (wav/flac/ogg... through soundfile) and arrays -> mono float32 windows.
 
-Every input is mixed down to mono (the mean of all channels), integer PCM is scaled to
+Every input is mixed down to mono (the mean of all channels; ``long_clips: spread`` has its own
+policy, see `anybind.modalities.audio.clip_spread`), integer PCM is scaled to
 [-1, 1], and the result is resampled to the encoder's rate with soxr. Files are never read
 whole: only the windows the clip policy needs are read (seek + one block each), so a one-hour
 file costs a few windows of memory. CLAP's fusion input needs the whole clip; it is read in

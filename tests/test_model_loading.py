@@ -40,8 +40,8 @@ def test_config_file_and_bundle_folder_load(tmp_path: Path, tiny_model: anybind.
         ({"anchor": {"kind": "openclip", "model": "ViT-B-32"}, "version": 99}, ConfigError, r"newer anybind"),
         ({"anchor": {"kind": "openclip", "model": "ViT-B-32"}, "modalities": {"image": {}}}, ConfigError,
          r"`modalities.image` is served by the anchor"),
-        ({"anchor": {"kind": "openclip", "model": "ViT-B-32"}, "modalities": {"thermal": {}}}, UnknownNameError,
-         r"unknown modality 'thermal'"),
+        ({"anchor": {"kind": "openclip", "model": "ViT-B-32"}, "modalities": {"sonar": {}}}, UnknownNameError,
+         r"unknown modality 'sonar'"),
     ],
 )
 def test_bad_specs(spec, error: type[Exception], message: str) -> None:

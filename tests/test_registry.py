@@ -65,31 +65,31 @@ def test_unknown_names_suggest_close_matches(lookup, message: str) -> None:
 
 
 PLUGIN = '''
-"""A third-party modality: "thermal" images as [H, W] float arrays in kelvin."""
+"""A third-party modality: "radar" images as [H, W] float arrays (values about 250..350)."""
 from dataclasses import dataclass
 import torch
 import anybind
 
 @dataclass(frozen=True)
-class ThermalPreprocess:
+class RadarPreprocess:
     kelvin_min: float
     kelvin_max: float
     version: int = 1
 
-class Thermal(anybind.Modality):
-    accepts = "[H, W] float tensors in kelvin"
-    Preprocess = ThermalPreprocess
+class Radar(anybind.Modality):
+    accepts = "[H, W] float tensors"
+    Preprocess = RadarPreprocess
     default_encoder = "mean-pool"
 
     @classmethod
     def resolve_preprocess(cls, spec, anchor):
-        return ThermalPreprocess(**(spec or {"kelvin_min": 250.0, "kelvin_max": 350.0}))
+        return RadarPreprocess(**(spec or {"kelvin_min": 250.0, "kelvin_max": 350.0}))
 
     def load(self, items, **options):
         span = self.preprocess.kelvin_max - self.preprocess.kelvin_min
         return torch.stack([(torch.as_tensor(x) - self.preprocess.kelvin_min) / span for x in items])
 
-@anybind.register_encoder("thermal", "mean-pool")
+@anybind.register_encoder("radar", "mean-pool")
 class MeanPool(anybind.Encoder):
     def __init__(self, config, context):
         super().__init__(config, context)
@@ -103,11 +103,11 @@ class MeanPool(anybind.Encoder):
 
 def _install_plugin_distribution(folder: Path) -> None:
     """A real installed distribution (dist-info + entry point) on a sys.path folder."""
-    (folder / "anybind_thermal.py").write_text(PLUGIN)
-    info = folder / "anybind_thermal-0.1.dist-info"
+    (folder / "anybind_radar.py").write_text(PLUGIN)
+    info = folder / "anybind_radar-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: anybind-thermal\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[anybind.modalities]\nthermal = anybind_thermal:Thermal\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: anybind-radar\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[anybind.modalities]\nradar = anybind_radar:Radar\n")
 
 
 def test_entry_point_plugin_is_discovered_and_embeds(tmp_path: Path) -> None:
@@ -116,12 +116,12 @@ def test_entry_point_plugin_is_discovered_and_embeds(tmp_path: Path) -> None:
         import sys, torch
         sys.path.insert(0, {str(tmp_path)!r})
         import anybind
-        assert "thermal" in anybind.list_modalities(), anybind.list_modalities()
-        assert anybind.list_encoders("thermal") == ["mean-pool"]
+        assert "radar" in anybind.list_modalities(), anybind.list_modalities()
+        assert anybind.list_encoders("radar") == ["mean-pool"]
         config = anybind.load("tiny").to_config()
-        config["modalities"]["thermal"] = {{}}
+        config["modalities"]["radar"] = {{}}
         model = anybind.load(config, device="cpu")
-        vectors = model.embed("thermal", [torch.full((16, 16), 300.0), torch.rand(16, 16) * 100 + 250])
+        vectors = model.embed("radar", [torch.full((16, 16), 300.0), torch.rand(16, 16) * 100 + 250])
         assert vectors.shape == (2, model.dim), vectors.shape
         assert torch.allclose(vectors.norm(dim=-1), torch.ones(2), atol=1e-5)
         print("ok")
@@ -138,9 +138,9 @@ def test_discovery_is_lazy(tmp_path: Path) -> None:
 import sys
 sys.path.insert(0, {str(tmp_path)!r})
 import anybind
-assert "anybind_thermal" not in sys.modules   # nothing scanned at import time
+assert "anybind_radar" not in sys.modules   # nothing scanned at import time
 anybind.list_modalities()
-assert "anybind_thermal" in sys.modules
+assert "anybind_radar" in sys.modules
 print("ok")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -1,8 +1,9 @@
 """The ``audio`` modality: audio files and waveform arrays -> anchor-space vectors.
 
 Encoders: ``htsat`` (LAION-CLAP's HTS-AT with its CLAP projection, official checkpoints load
-unchanged) and ``cnn`` (a compact log-mel CNN for small-scale binding on CPU). Preprocessing
-constants live in ``configs/preprocess/audio/`` (``clap-48k``, ``clap-48k-fusion``, ``cnn-16k``).
+unchanged), ``cnn`` (a compact log-mel CNN for small-scale binding on CPU) and ``imagebind``
+(ImageBind's audio tower, from an ``imagebind`` anchor's checkpoint). Preprocessing constants
+live in ``configs/preprocess/audio/`` (``clap-48k``, ``clap-48k-fusion``, ``cnn-16k``, ``imagebind-16k``).
 
     model.embed("audio", ["dog.wav", "rain.flac"])
     model.embed("audio", [waveform_1, waveform_2], sample_rate=16000)   # arrays need a rate
@@ -21,6 +22,7 @@ import torch
 from anybind.errors import InputError
 from anybind.modalities.audio import cnn as cnn
 from anybind.modalities.audio import htsat as htsat
+from anybind.modalities.audio import imagebind as imagebind
 from anybind.modalities.audio.loader import (
     MAX_CHANNELS,
     STEREO_CHANNELS,
@@ -36,7 +38,8 @@ from anybind.registry import register_modality
 
 @register_modality("audio")
 class AudioModality(Modality):
-    """Audio files (wav/flac/ogg/...) and waveform arrays, mixed to mono and resampled per encoder."""
+    """Audio files (wav/flac/ogg/...) and waveform arrays, mixed to mono (ImageBind: channel 0) and resampled
+    per encoder."""
 
     accepts = ("audio file paths, or waveforms as [samples] / [channels, samples] / [samples, channels] numpy "
                "arrays or tensors with `sample_rate=` in Hz")

@@ -1,6 +1,7 @@
 """Reading audio: files (wav/flac/ogg... through soundfile) and arrays -> mono float32 windows.
 
-Every input is mixed down to mono (the mean of all channels), integer PCM is scaled to
+Every input is mixed down to mono (the mean of all channels; ``long_clips: spread`` has its own
+policy, see `anybind.modalities.audio.clip_spread`), integer PCM is scaled to
 [-1, 1], and the result is resampled to the encoder's rate with soxr. Files are never read
 whole: only the windows the clip policy needs are read (seek + one block each), so a one-hour
 file costs a few windows of memory. CLAP's fusion input needs the whole clip; it is read in
@@ -54,13 +55,14 @@ def check_sample_rate(value: Any, argument: str = "sample_rate") -> int:
     return int(value)
 
 
-def to_mono_float(array: Any, argument: str, channels_first: bool | None = None) -> np.ndarray:
+def to_mono_float(array: Any, argument: str, channels_first: bool | None = None, mix: bool = True) -> np.ndarray:
     """One clip as a ``[T]``, ``[channels, T]`` or ``[T, channels]`` array/tensor -> ``[T]`` float32 mono.
 
     A 2-D array's channel axis is the first when it has at most `MAX_CHANNELS` entries, else the
     last when that one does (soundfile's layout); `channels_first` True skips the guess (files).
     Integer PCM is divided by its full scale (int16: 32768); uint8 is centred at 128 first;
-    channels are averaged. Raises `InputError` for empty, non-finite or oddly shaped input.
+    channels are averaged (with ``mix=False`` they are kept: ``[channels, T]``). Raises
+    `InputError` for empty, non-finite or oddly shaped input.
     """
     if isinstance(array, torch.Tensor):
         tensor = array.detach().cpu()
@@ -88,6 +90,8 @@ def to_mono_float(array: Any, argument: str, channels_first: bool | None = None)
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples)).sum())
         raise InputError(f"`{argument}`: expected finite audio samples, got {bad} NaN/inf value(s)")
+    if not mix:
+        return samples if samples.ndim == 2 else samples[None]
     return samples.mean(axis=0, dtype=np.float32) if samples.ndim == 2 else samples
 
 
@@ -263,6 +267,10 @@ def load_audio_batch(items: Sequence[Any], preprocess: AudioPreprocess, sample_r
     it is ``{"mel_fusion": [B, 4, frames, mel_bins], "longer": [B] bool}``.
     `sample_rate` (Hz) is required when any item is an array.
     """
+    if preprocess.long_clips == "spread":
+        from anybind.modalities.audio.clip_spread import load_spread_batch
+
+        return load_spread_batch(items, preprocess, sample_rate)
     rate = None
     fusion = preprocess.long_clips == "fusion"
     waveforms: list[np.ndarray] = []

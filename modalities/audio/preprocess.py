@@ -25,12 +25,19 @@ class AudioPreprocess:
     fmin: float  # lowest mel filter edge, Hz
     fmax: float  # highest mel filter edge, Hz
     short_clips: Literal["repeatpad", "pad"] = "repeatpad"  # CLAP's repeatpad: whole repeats, then zeros
-    long_clips: Literal["windows", "fusion"] = "windows"  # average of evenly spaced windows, or CLAP fusion
-    max_windows: int = 6  # at most this many windows are read from a long clip
+    # "windows": average of evenly spaced windows; "fusion": CLAP fusion; "spread": exactly `max_windows`
+    # clips spread as ImageBind does (see `anybind.modalities.audio.clip_spread`).
+    long_clips: Literal["windows", "fusion", "spread"] = "windows"
+    max_windows: int = 6  # at most this many windows are read from a long clip ("spread": exactly this many)
     quantize_int16: bool = False  # round-trip through int16 as LAION-CLAP does before its model
     # Longest clip (seconds) the fusion input reads and resamples whole (memory grows with it:
     # ~1 MB per second at 48 kHz through the mel). Windowed configs read any length in windows.
     max_seconds: float = 600.0
+    channels: Literal["mean", "first"] = "mean"  # mix channels down, or keep channel 0 only (ImageBind)
+    resampler: Literal["soxr", "torchaudio"] = "soxr"  # torchaudio: its default sinc resampler (ImageBind)
+    norm_mean: float = 0.0  # log-mel normalization of Kaldi-fbank front ends: (x - norm_mean) / norm_std
+    norm_std: float = 1.0
+    target_frames: int | None = None  # Kaldi-fbank front ends zero-pad or cut the log-mel to this many frames
     version: int = 1
 
     def __post_init__(self) -> None:

@@ -5,7 +5,8 @@ float arrays in metres, uint16 arrays in millimetres, or disparity (``kind="disp
 (depth 0) follow the preprocess config's ``holes`` ("clip", the paper's recipe, or "mask"). Camera constants come from a preset
 (``camera="kinect"`` or ``"realsense"``, see ``configs/preprocess/depth/default.yaml``) or
 explicit ``focal_length=`` (pixels) and ``baseline=`` (metres).
-Encoders: ``anchor-image`` (zero-shot through the frozen image tower) and ``cnn`` (trainable).
+Encoders: ``anchor-image`` (zero-shot through the frozen image tower), ``cnn`` (trainable) and
+``imagebind`` (ImageBind's depth tower; preprocess ``imagebind``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from anybind.modalities.depth.conversion import (
 )
 from anybind.modalities.depth.encoders import AnchorImageDepthEncoder as AnchorImageDepthEncoder
 from anybind.modalities.depth.encoders import DepthCNNEncoder as DepthCNNEncoder
+from anybind.modalities.depth.imagebind import ImageBindDepthEncoder as ImageBindDepthEncoder
 from anybind.modality import Modality
 from anybind.registry import register_modality
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from anybind.config import from_dict
 from anybind.errors import UnknownNameError, unknown_name_message

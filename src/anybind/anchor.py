@@ -81,6 +81,9 @@ class Anchor(nn.Module, abc.ABC):
     """
 
     kind: ClassVar[str]
+    # The license of this anchor kind's official weights when one license covers them all (shown by
+    # `anybind info`), else None.
+    weights_license: ClassVar[str | None] = None
     identity: AnchorIdentity
     dim: int
     image_preprocess: ImagePreprocess
@@ -106,6 +109,11 @@ class Anchor(nn.Module, abc.ABC):
     @abc.abstractmethod
     def encode_tokens(self, tokens: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         """Tokens from `tokenize` -> ``[B, D]`` text features (not yet normalized)."""
+
+    def weights_licenses(self) -> list[dict[str, Any]]:
+        """The license of each weights file the anchor uses: ``{"file", "license", ...}`` rows, ``[]`` when
+        unknown or random init. Anchors whose weights carry a license override this."""
+        return []
 
     def freeze(self) -> Anchor:
         """Put the anchor in eval mode with gradients off; it stays so (`train()` is a no-op)."""

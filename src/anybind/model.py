@@ -308,6 +308,21 @@ class BoundModel(nn.Module):
         value = self.bound(modality).config.logit_scale
         return float(value) if value is not None else float(self.anchor.logit_scale)
 
+    def weights_licenses(self) -> list[dict[str, Any]]:
+        """The license of each weights file this model uses: the anchor's (e.g. ImageBind: CC BY-NC-SA
+        4.0), then each trained encoder's file, whose terms follow the anchor it was trained against."""
+        rows = list(self.anchor.weights_licenses())
+        for name, bound in sorted(self._bound.items()):
+            if bound.config.weights:
+                rows.append(self.trained_weights_license(bound.config.weights, name))
+        return rows
+
+    def trained_weights_license(self, file: str, modality: str) -> dict[str, Any]:
+        """The license row of an encoder weights file trained against this model's anchor."""
+        derived = sorted({str(row["license"]) for row in self.anchor.weights_licenses()})
+        return {"file": file, "modality": modality, "license": "set by its author (anybind records none)",
+                "trained_against": derived or ["no licensed anchor weights"]}
+
     def temperature(self, modality: str) -> float:
         """The softmax temperature of `modality` (``1 / logit_scale``)."""
         return 1.0 / self.logit_scale(modality)

@@ -104,7 +104,7 @@ BAD_INPUTS = [
     ("text", lambda f: ["ok", "   "], InputError, r"`inputs\[1\]`: expected a non-empty string"),
     ("text", lambda f: [3], InputError, r"`inputs\[0\]`: expected a string, got int 3"),
     ("text", lambda f: [], InputError, r"expected non-empty strings, got an empty list"),
-    ("imgae", lambda f: ["x"], UnknownNameError, r"unknown modality 'imgae'; did you mean 'image'\?.*Is the plugin installed\?"),
+    ("imgae", lambda f: ["x"], UnknownNameError, r"unknown modality 'imgae'; did you mean 'image'.*Is the plugin installed\?"),
 ]
 
 

@@ -600,7 +600,9 @@ class BindingRun:
                 "precision": {"used": self.precision, "why": self.precision_reason},
                 "data": {"train_rows": len(self.train_pairs), "val_rows": len(self.val_pairs),
                          "skipped_rows": self.skipped},
-                "recipe": bind_config_to_dict(config)}
+                "recipe": bind_config_to_dict(config),
+                "licenses": self.model.weights_licenses() + [self.model.trained_weights_license(
+                    f"weights/{config.modality}.safetensors", config.modality)]}
         return write_bundle(self.output_dir / BUNDLE_FOLDER,
                             anchor_spec=portable_anchor_spec(self.base_config.anchor, self.base_dir),
                             modalities=entries, name=config.name or f"{base_name}+{config.modality}", info=info)

@@ -1,4 +1,5 @@
 """Built-in anchor spaces. Importing this package registers them (see `anybind.register_anchor`)."""
 
+from anybind.anchors import label_bridge as label_bridge
 from anybind.anchors import lit as lit
 from anybind.anchors import openclip as openclip

@@ -19,6 +19,7 @@ import torch
 from anybind.errors import InputError
 from anybind.modalities.audio import cnn as cnn
 from anybind.modalities.audio import htsat as htsat
+from anybind.modalities.audio import yamnet as yamnet
 from anybind.modalities.audio.loader import check_sample_rate, load_audio_batch
 from anybind.modalities.audio.preprocess import AudioPreprocess
 from anybind.modality import Modality

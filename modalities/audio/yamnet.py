@@ -18,6 +18,7 @@ Heads (``encoder_args.head``):
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import zipfile
 from dataclasses import dataclass
@@ -237,8 +238,7 @@ class YamnetEncoder(Encoder):
         """``{"waveform": [W, samples], "clip_index": [W]}`` -> ``[B, D]`` anchor features (not normalized)."""
         embeddings, logits = self.window_outputs(batch["waveform"])
         clip_index = batch["clip_index"].cpu()
-        device = next(iter(self.head.buffers()), next(iter(self.head.parameters()), None))
-        target = device.device if device is not None else torch.device("cpu")
+        target = next(itertools.chain(self.head.parameters(), self.head.buffers())).device
         if self.config.head == "linear":
             return self.head(average_per_clip(embeddings, clip_index).to(target))
         return self.head(average_per_clip(torch.sigmoid(logits), clip_index).to(target))

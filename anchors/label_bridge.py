@@ -88,7 +88,7 @@ def encode_label_texts(anchor: Anchor, texts: Sequence[str], batch_size: int = 2
 
 
 def label_text_vectors(anchor: Anchor, names: Sequence[str], template: str) -> torch.Tensor:
-    """``[C, D]`` unit-norm vectors of ``template.format(name)`` per label from `anchor`'s text tower.
+    """``[C, D]`` unit-norm vectors of `template` with ``{}`` replaced by each label name, from `anchor`'s text tower.
 
     Kept in the on-disk anchor-vector cache (`anybind.train.anchor_cache`, under ``$ANYBIND_HOME``)
     keyed by the anchor's text space (`text_space_identity` when it has one, else its identity),
@@ -108,8 +108,9 @@ def label_text_vectors(anchor: Anchor, names: Sequence[str], template: str) -> t
         vectors = encode_label_texts(anchor, [texts[i] for i in missing])
         try:
             cache.add([keys[i] for i in missing], vectors)
-        except OSError:
-            return encode_label_texts(anchor, texts)
+        except OSError:  # a read-only cache: keep the new vectors for this call only
+            fresh = dict(zip((keys[i] for i in missing), vectors))
+            return torch.stack([fresh[key] if key in fresh else cache.get([key])[0] for key in keys])
     return cache.get(keys)
 
 

@@ -105,3 +105,18 @@ def test_real_preset_audio_is_in_the_same_space(real_model: Any) -> None:
     torch.testing.assert_close(vectors.norm(dim=1), torch.ones(2))
     assert list(model.encoder("audio").state_dict()) == []
     assert "Apache-2.0" in model.encoder("audio").weights.license
+
+
+def test_label_vectors_survive_a_read_only_cache(real_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the cache cannot be written, the new label vectors are still returned (and match a direct encode)."""
+    from anybind.anchors.label_bridge import encode_label_texts, label_text_vectors
+    from anybind.train.anchor_cache import AnchorVectorCache
+
+    def refuse(self: Any, keys: Any, vectors: Any) -> None:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(AnchorVectorCache, "add", refuse)
+    anchor = real_model.anchor
+    names = ["tabby", "a label no cache has seen 7f3a"]  # one cached (ImageNet), one new
+    vectors = label_text_vectors(anchor, names, "{}")
+    torch.testing.assert_close(vectors, encode_label_texts(anchor, names), atol=1e-5, rtol=0)

@@ -1,6 +1,6 @@
 """Benchmark: real pretrained parts offline (``anybind.load("real")``) on real material, no training.
 
-1. The demo's real section (configs/demo/real.yaml): text->photo R@1, ImageNet zero-shot top-1/top-5
+1. The demo's real section (configs/demo-real/default.yaml): text->photo R@1, ImageNet zero-shot top-1/top-5
    of scikit-image/scikit-learn photos, text->sound R@1/R@5 on freedesktop event sounds, each beside
    chance; with a fresh ``$ANYBIND_HOME`` (``--cold``) the time includes embedding the 1521 label texts.
 2. Speed of the EfficientNet-Lite0 image tower: timm's ``tf_efficientnet_lite0`` (what anybind runs)

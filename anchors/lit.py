@@ -58,6 +58,7 @@ class LiTImageTowerConfig:
     interpolation: str = "bilinear"  # resize filter for other input sizes
     resize_mode: str = "squash"  # "squash" or "shortest" (resize + centre crop)
     version: int = 1
+    backbone: str | None = None  # a pretrained classifier (configs/anchors/classifiers/) as a locked body
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,16 @@ class ConvImageTower(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.head(self.features(pixels).mean(dim=(2, 3)))
+
+
+def build_image_tower(config: LiTImageTowerConfig, out_dim: int) -> nn.Module:
+    """The tower of `config`: a `ConvImageTower`, or with ``backbone`` a locked pretrained classifier plus a
+    trainable projection (`anybind.anchors.locked_tower.LockedBackboneTower`)."""
+    if config.backbone:
+        from anybind.anchors.locked_tower import LockedBackboneTower
+
+        return LockedBackboneTower(config.backbone, config.head_hidden, out_dim)
+    return ConvImageTower(config, out_dim)
 
 
 def resolve_text_model(value: str, base_dir: Path | None = None) -> Path:
@@ -194,7 +205,7 @@ class LiTAnchor(Anchor):
         self.max_tokens = int(config.max_tokens or max_tokens)
         self.dim = int(self.text_model.config.hidden_size)
         with seeded(config.seed):
-            self.tower = ConvImageTower(tower_config, self.dim)
+            self.tower = build_image_tower(tower_config, self.dim)
         tag: str | None = None
         self.logit_scale = CLIP_INIT_LOGIT_SCALE
         if config.weights:
@@ -206,6 +217,10 @@ class LiTAnchor(Anchor):
             tower_sha, tag = sha256_file(weights), weights.name
         else:
             tower_sha = sha256_state_dict(self.tower.state_dict())
+        if isinstance(getattr(self.tower, "backbone", None), nn.Module):  # a locked pretrained body: its weights too
+            from anybind.packaged_weights import file_sha256
+
+            tower_sha = hashlib.sha256(f"{tower_sha}:{file_sha256(self.tower.backbone.weights_file)}".encode()).hexdigest()
         self.freeze()
         self.tower_config = tower_config
         self.image_preprocess = ImagePreprocess(

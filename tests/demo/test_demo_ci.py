@@ -32,7 +32,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     report = folder / "report.html"
     start = time.perf_counter()
     home = folder / "anybind-home" / "bundles"  # where `anybind.load("default")`'s builder looks under $ANYBIND_HOME
-    code, output = _run_cli(["demo", "--recipe", "ci", "--home", str(home), "--report", str(report), "--json"])
+    code, output = _run_cli(["demo", "--recipe", "ci", "--home", str(home), "--report", str(report), "--json",
+                             "--no-real"])  # the real section has its own test (tests/demo/test_demo_real.py)
     assert code == 0
     return {"output": output, "home": home, "report": report, "seconds": time.perf_counter() - start}
 
@@ -82,7 +83,7 @@ def test_cached_rerun_is_fast_and_returns_the_same_bundle(built: dict[str, Any])
     assert time.perf_counter() - start < 5.0
     assert again == bundle and (bundle / "bundle.json").stat().st_mtime_ns == stamp
     code, output = _run_cli(["demo", "--recipe", "ci", "--home", str(built["home"]),
-                             "--report", str(built["report"]), "--json"])
+                             "--report", str(built["report"]), "--json", "--no-real"])
     assert code == 0 and output["bundle"] == str(bundle)
     assert output["seconds"]["build_or_load"] < 5.0
     assert output["metrics"] == built["output"]["metrics"]  # same numbers, from the cached test vectors

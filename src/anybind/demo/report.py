@@ -64,8 +64,9 @@ def _media(path: str | Path, modality: str) -> str:
     return html.escape(str(path))
 
 
-def write_report(evaluation: Evaluation, path: str | Path, title: str = "anybind demo") -> Path:
-    """Write the HTML report atomically to `path` and return it."""
+def write_report(evaluation: Evaluation, path: str | Path, title: str = "anybind demo", extra_html: str = "") -> Path:
+    """Write the HTML report atomically to `path` and return it; `extra_html` (e.g. the real section)
+    goes at the end of the page."""
     path = Path(path)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:right}"
@@ -98,6 +99,8 @@ def write_report(evaluation: Evaluation, path: str | Path, title: str = "anybind
         parts.append("<div>" + " ".join(f"<div class='hit'>{_media(record[m], m)}<br>{m}</div>"
                                         for m in ("image", "depth", "pointcloud", "audio")) +
                      f"<div class='hit'><br>{html.escape(record['caption'])}</div></div>")
+    if extra_html:
+        parts.append(extra_html)
     parts.append("</body></html>")
     return atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))
 

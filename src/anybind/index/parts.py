@@ -123,9 +123,12 @@ def part_is_done(folder: Path, plan: Plan, part: Part, verify: bool = True) -> b
     return True
 
 
-def write_part(folder: Path, plan: Plan, part: Part, vectors: np.ndarray, model_anchor: dict[str, Any],
-               anchor_key: str) -> dict[str, Any]:
-    """Atomically write part `part`'s vectors ``[rows, D]`` and metadata, then its record (last)."""
+def write_part(folder: Path, plan_key: str, total_parts: int, part: Part, vectors: np.ndarray,
+               model_anchor: dict[str, Any], anchor_key: str) -> dict[str, Any]:
+    """Atomically write part `part`'s vectors ``[rows, D]`` and metadata, then its record (last).
+
+    `plan_key` and `total_parts` come from the run's `Plan`.
+    """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.shape[0] != len(part.items):
         raise InputError(f"part {part.number}: expected {len(part.items)} vectors, got {vectors.shape[0]}")
@@ -142,8 +145,8 @@ def write_part(folder: Path, plan: Plan, part: Part, vectors: np.ndarray, model_
     metadata_bytes = "".join(lines).encode("utf-8")
     atomic_write_bytes(folder / f"{stem}.npy", vector_bytes)
     atomic_write_bytes(folder / f"{stem}.jsonl", metadata_bytes)
-    record = {"format": PART_FORMAT, "version": PART_VERSION, "plan": plan.key, "part": part.number,
-              "parts": len(plan.parts), "modality": part.modality, "first": part.first, "rows": len(part.items),
+    record = {"format": PART_FORMAT, "version": PART_VERSION, "plan": plan_key, "part": part.number,
+              "parts": total_parts, "modality": part.modality, "first": part.first, "rows": len(part.items),
               "dim": int(vectors.shape[1]), "anchor_key": anchor_key, "anchor": model_anchor,
               "vectors": _file_entry(folder / f"{stem}.npy", vector_bytes),
               "metadata": _file_entry(folder / f"{stem}.jsonl", metadata_bytes)}
@@ -182,7 +185,8 @@ def embed_parts(model: BoundModel, inputs: Mapping[str, Sequence[Any]], folder: 
             continue
         items = model.bound(part.modality).modality.as_items(part.items)
         vectors = model.embed(part.modality, items, batch_size=batch_size, progress=progress, **options)
-        write_part(folder, plan, part, vectors.as_subclass(torch.Tensor).numpy(), identity, model.anchor_key)
+        write_part(folder, plan.key, len(plan.parts), part, vectors.as_subclass(torch.Tensor).numpy(), identity,
+                   model.anchor_key)
         done["embedded"] += 1
     return done
 

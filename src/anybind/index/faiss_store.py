@@ -125,11 +125,13 @@ def _sample_rows(chunks: ChunkSource, positions: np.ndarray, dim: int) -> np.nda
 
 
 def build_from_chunks(chunks: ChunkSource, count: int, dim: int, *, memory_budget: int | str = DEFAULT_MEMORY_BUDGET,
-                      factory: str | None = None, seed: int = 0, recall_queries: int = RECALL_QUERIES) -> tuple[Any, dict[str, Any]]:
+                      factory: str | None = None, nprobe: int | None = None, ef_search: int | None = None,
+                      seed: int = 0, recall_queries: int = RECALL_QUERIES) -> tuple[Any, dict[str, Any]]:
     """Choose, train and fill a faiss inner-product index from `chunks` of `count` rows; measure recall@10.
 
     Returns ``(faiss index, facts)`` with facts ``factory``, ``train_rows``, ``recall_at_10``,
-    ``recall_queries``. `memory_budget` bounds the whole process's resident size (see module doc).
+    ``recall_queries``. `memory_budget` bounds the whole process's resident size (see module doc);
+    recall is measured with the search settings `nprobe` / `ef_search` (defaults as in search).
     """
     faiss = require_faiss()
     if count < 1:
@@ -167,7 +169,7 @@ def build_from_chunks(chunks: ChunkSource, count: int, dim: int, *, memory_budge
         best_rows = rows.gather(1, picked)
         first += len(chunk)
     facts = {"factory": factory, "train_rows": int(train_rows), "recall_queries": int(query_count)}
-    searcher_params = default_search_parameters(faiss, index, factory)
+    searcher_params = default_search_parameters(faiss, index, factory, nprobe, ef_search or 128)
     _, found = index.search(queries.numpy(), k, params=searcher_params)
     hits = sum(len(set(f.tolist()) & set(e.tolist())) for f, e in zip(found, best_rows.numpy()))
     facts["recall_at_10"] = round(hits / (query_count * k), 4)
@@ -273,5 +275,6 @@ def build_faiss_index(folder: str | Path, options: dict[str, Any] | None = None)
     chunk_rows = max(1, CHUNK_BYTES // (dim * 4))
     index, facts = build_from_chunks(shard_chunks(folder, manifest, chunk_rows), int(manifest["count"]), dim,
                                      memory_budget=options.get("memory_budget", DEFAULT_MEMORY_BUDGET),
-                                     factory=options.get("factory"))
+                                     factory=options.get("factory"), nprobe=options.get("nprobe"),
+                                     ef_search=options.get("ef_search"))
     return persist_faiss_index(folder, manifest["generation"], index, facts, options)

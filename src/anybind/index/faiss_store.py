@@ -43,6 +43,9 @@ FAISS_TAG_FORMAT = "anybind.faiss"
 RECALL_QUERIES = 100  # query rows sampled from the index for recall@10 against exact search
 RECALL_K = 10
 CHUNK_BYTES = 16 << 20  # rows read (and added) per step
+# Measured beside the index itself during a build: faiss's and torch's first-use buffers (~50 MiB),
+# one read chunk, the recall sample and scores, faiss's per-thread work space; rounded up.
+BUILD_OVERHEAD = 192 << 20
 TRAIN_SHARE = 4  # the training sample may use at most 1/TRAIN_SHARE of the memory left...
 MIN_POINTS_PER_LIST = 39  # ...but never fewer than faiss's minimum of 39 points per centroid
 
@@ -137,10 +140,12 @@ def build_from_chunks(chunks: ChunkSource, count: int, dim: int, *, memory_budge
     if count < 1:
         raise InputError("`index` is empty: add vectors before building a faiss index")
     budget = parse_bytes(memory_budget)
-    left = budget - resident_bytes()
+    resident = resident_bytes()
+    left = budget - resident - BUILD_OVERHEAD
     if left <= 0:
-        raise InputError(f"`memory_budget`: {budget} bytes is less than this process already uses "
-                         f"({resident_bytes()} bytes resident); give a larger budget")
+        raise InputError(f"`memory_budget`: {budget} bytes leaves nothing for the index: this process already uses "
+                         f"{resident} bytes and a build needs about {BUILD_OVERHEAD} more besides the index; "
+                         f"give at least {resident + BUILD_OVERHEAD + (64 << 20)} bytes")
     factory = factory or choose_index_factory(count, dim, left)
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)

@@ -4,6 +4,7 @@ by a second process; recall@10 in `index info`; the memory budget; LanceDB expor
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -108,3 +109,15 @@ def test_lancedb_export_keeps_metadata_and_modality_filters(tmp_path: Path) -> N
     assert [int(i) for i in found["id"]] == expected.ids[0]
     row = table.search().where("id = 7").to_arrow().to_pydict()
     assert row["source"] == ["7.png"] and row["split"] == [1] and row["modality"] == ["image"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["index", "build", "{tmp}/b.index", "-i", "text", "a", "b", "--backend", "faiss", "--memory-budget", "300MB"],
+     r"`memory_budget`: 314572800 bytes leaves nothing for the index: .* the smallest index type, IVF1,PQ4, needs"),
+    (["index", "build", "{tmp}/b.index", "-i", "text", "a", "--part-rows", "0"], r"`--part-rows`: expected a positive"),
+    (["index", "merge", "{tmp}/nothing.parts", "{tmp}/b.index"], r"`parts`: folder .*nothing.parts' does not exist"),
+    (["index", "export", "{tmp}/b.index"], r"`index export`: expected --parquet FILE and/or --lancedb DIR"),
+])
+def test_scale_cli_errors(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([arg.replace("{tmp}", str(tmp_path)) for arg in argv]) == 2
+    assert re.search(message, capsys.readouterr().err)

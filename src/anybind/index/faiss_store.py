@@ -142,11 +142,14 @@ def build_from_chunks(chunks: ChunkSource, count: int, dim: int, *, memory_budge
     budget = parse_bytes(memory_budget)
     resident = resident_bytes()
     left = budget - resident - BUILD_OVERHEAD
-    if left <= 0:
+    if left <= 0 and factory is None:
+        try:
+            choose_index_factory(count, dim, 1)
+        except InputError as error:  # names the smallest index type and its size
+            smallest = str(error).split("; ", 1)[-1]
         raise InputError(f"`memory_budget`: {budget} bytes leaves nothing for the index: this process already uses "
-                         f"{resident} bytes and a build needs about {BUILD_OVERHEAD} more besides the index; "
-                         f"give at least {resident + BUILD_OVERHEAD + (64 << 20)} bytes")
-    factory = factory or choose_index_factory(count, dim, left)
+                         f"{resident} bytes and a build needs about {BUILD_OVERHEAD} more; {smallest}") from None
+    factory = factory or choose_index_factory(count, dim, left)  # raises naming the smallest type when none fits
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     train_rows = 0

@@ -122,7 +122,8 @@ class FaissSearcher:
         chunk_rows = max(1, CHUNK_BYTES // (self.store.dim * 4))
         self.index, self.facts = build_from_chunks(store_chunks(self.store.segments, chunk_rows), len(self.store),
                                                    self.store.dim, memory_budget=self.memory_budget,
-                                                   factory=self.factory, nprobe=self.nprobe, ef_search=self.ef_search)
+                                                   factory=self.factory, nprobe=self.nprobe, ef_search=self.ef_search,
+                                                   whole_process=False)
         self.factory = self.facts["factory"]
 
     def search(self, queries: torch.Tensor, k: int, row_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

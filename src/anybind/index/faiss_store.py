@@ -129,19 +129,21 @@ def _sample_rows(chunks: ChunkSource, positions: np.ndarray, dim: int) -> np.nda
 
 def build_from_chunks(chunks: ChunkSource, count: int, dim: int, *, memory_budget: int | str = DEFAULT_MEMORY_BUDGET,
                       factory: str | None = None, nprobe: int | None = None, ef_search: int | None = None,
-                      seed: int = 0, recall_queries: int = RECALL_QUERIES) -> tuple[Any, dict[str, Any]]:
+                      seed: int = 0, recall_queries: int = RECALL_QUERIES,
+                      whole_process: bool = True) -> tuple[Any, dict[str, Any]]:
     """Choose, train and fill a faiss inner-product index from `chunks` of `count` rows; measure recall@10.
 
     Returns ``(faiss index, facts)`` with facts ``factory``, ``train_rows``, ``recall_at_10``,
-    ``recall_queries``. `memory_budget` bounds the whole process's resident size (see module doc);
+    ``recall_queries``. `memory_budget` bounds the whole process's resident size (see module doc),
+    or with `whole_process` False only the faiss index (rows already in memory are not counted);
     recall is measured with the search settings `nprobe` / `ef_search` (defaults as in search).
     """
     faiss = require_faiss()
     if count < 1:
         raise InputError("`index` is empty: add vectors before building a faiss index")
     budget = parse_bytes(memory_budget)
-    resident = resident_bytes()
-    left = budget - resident - BUILD_OVERHEAD
+    resident = resident_bytes() if whole_process else 0
+    left = budget - resident - BUILD_OVERHEAD if whole_process else budget
     if left <= 0 and factory is None:
         try:
             choose_index_factory(count, dim, 1)

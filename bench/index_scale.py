@@ -8,6 +8,9 @@ and searches `--queries` queries. Prints build time, peak RSS (must stay under t
 on-disk size, load time (goal < 2 s), recall@10 against exact search, and queries/s with the
 ratio against anybind's exact backend measured in the same run.
 
+Recall is that of the raw faiss index (no float32 re-ranking); within a cluster the neighbours
+differ only by isotropic noise, which is hard for PQ codes, so IVF-PQ recall here is a lower bound.
+
     python bench/index_scale.py                                                # quick: 300,000 x 512, 1GB
     python bench/index_scale.py --vectors 5000000 --dim 512 --memory-budget 2GB  # ~10 GB of vectors on disk
 """

@@ -121,3 +121,16 @@ def test_lancedb_export_keeps_metadata_and_modality_filters(tmp_path: Path) -> N
 def test_scale_cli_errors(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([arg.replace("{tmp}", str(tmp_path)) for arg in argv]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_pq_candidates_are_reranked_with_the_exact_rows(tmp_path: Path) -> None:
+    rows = F.normalize(torch.randn(3000, DIM, generator=torch.Generator().manual_seed(3)), dim=1)
+    index = Index("test:anchor", DIM, backend="faiss", backend_options={"factory": "IVF8,PQ4", "nprobe": 8})
+    index.add(rows, modality="image")
+    index.save(tmp_path / "pq.index")
+    queries = rows[:5] + 0.01
+    for searched in (index, Index.load(tmp_path / "pq.index")):
+        result = searched.search(queries, k=4)
+        exact = torch.stack([F.normalize(queries, dim=1)[q] @ rows[result.ids[q]].T for q in range(5)])
+        torch.testing.assert_close(result.scores, exact)  # exact cosines, not PQ approximations
+        assert [row[0] for row in result.ids] == [0, 1, 2, 3, 4]

@@ -123,12 +123,12 @@ class FaissSearcher:
         self.index, self.facts = build_from_chunks(store_chunks(self.store.segments, chunk_rows), len(self.store),
                                                    self.store.dim, memory_budget=self.memory_budget,
                                                    factory=self.factory, nprobe=self.nprobe, ef_search=self.ef_search,
-                                                   whole_process=False)
+                                                   whole_process=False, take_rows=self.store.take)
         self.factory = self.facts["factory"]
 
     def search(self, queries: torch.Tensor, k: int, row_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Approximate top-`k` -> ``scores [Q, k]`` and ``positions [Q, k]`` (-inf / -1 where faiss found fewer)."""
-        from anybind.index.faiss_store import default_search_parameters
+        from anybind.index.faiss_store import default_search_parameters, search_faiss
 
         self.prepare()
         selector = None
@@ -136,8 +136,4 @@ class FaissSearcher:
             selector = self.faiss.IDSelectorBatch(np.flatnonzero(row_mask.numpy()).astype(np.int64))
         params = default_search_parameters(self.faiss, self.index, self.factory or "", self.nprobe, self.ef_search,
                                            selector)
-        scores, positions = self.index.search(np.ascontiguousarray(queries.numpy()), k, params=params)
-        scores_t = torch.from_numpy(scores)
-        positions_t = torch.from_numpy(positions).long()
-        scores_t[positions_t < 0] = float("-inf")
-        return scores_t, positions_t
+        return search_faiss(self.index, self.factory or "", queries, k, params, self.store.take)

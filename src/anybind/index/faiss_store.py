@@ -10,7 +10,8 @@ The result is written as ``faiss-<generation>.index`` plus a tag ``faiss-<genera
 (generation, factory, options, size, sha256, recall@10), each to a temp file, fsynced and
 renamed, the tag last. A loader uses it only when the tag names the manifest's current
 generation, the same options, and the file passes its checks; IVF indexes are memory-mapped
-(``faiss.IO_FLAG_MMAP``), so loading does not read the inverted lists. A new save of the index
+(``faiss.IO_FLAG_MMAP``), so loading does not read the inverted lists. PQ search fetches
+``RERANK_FACTOR * k`` candidates and re-ranks them with the exact rows of the mapped shards. A new save of the index
 folder deletes the files of older generations (`anybind.index.storage`).
 """
 
@@ -38,6 +39,7 @@ from anybind.index.faiss_backend import (
     require_faiss,
 )
 from anybind.index.storage import read_manifest, save_lock, verify_file
+from anybind.index.vectors import VectorStore
 
 FAISS_TAG_FORMAT = "anybind.faiss"
 RECALL_QUERIES = 100  # query rows sampled from the index for recall@10 against exact search
@@ -49,7 +51,9 @@ BUILD_OVERHEAD = 192 << 20
 TRAIN_SHARE = 4  # the training sample may use at most 1/TRAIN_SHARE of the memory left...
 MIN_POINTS_PER_LIST = 39  # ...but never fewer than faiss's minimum of 39 points per centroid
 
+RERANK_FACTOR = 10  # PQ indexes fetch k * this many candidates and re-rank them with the exact float32 rows
 ChunkSource = Callable[[], Iterator[np.ndarray]]
+RowTaker = Callable[[torch.Tensor], torch.Tensor]  # int64 positions [Q, W] -> float32 rows [Q, W, D]
 
 
 def faiss_files(folder: str | Path, generation: str) -> tuple[Path, Path]:
@@ -129,14 +133,14 @@ def _sample_rows(chunks: ChunkSource, positions: np.ndarray, dim: int) -> np.nda
 
 def build_from_chunks(chunks: ChunkSource, count: int, dim: int, *, memory_budget: int | str = DEFAULT_MEMORY_BUDGET,
                       factory: str | None = None, nprobe: int | None = None, ef_search: int | None = None,
-                      seed: int = 0, recall_queries: int = RECALL_QUERIES,
-                      whole_process: bool = True) -> tuple[Any, dict[str, Any]]:
+                      seed: int = 0, recall_queries: int = RECALL_QUERIES, whole_process: bool = True,
+                      take_rows: RowTaker | None = None) -> tuple[Any, dict[str, Any]]:
     """Choose, train and fill a faiss inner-product index from `chunks` of `count` rows; measure recall@10.
 
     Returns ``(faiss index, facts)`` with facts ``factory``, ``train_rows``, ``recall_at_10``,
     ``recall_queries``. `memory_budget` bounds the whole process's resident size (see module doc),
     or with `whole_process` False only the faiss index (rows already in memory are not counted);
-    recall is measured with the search settings `nprobe` / `ef_search` (defaults as in search).
+    recall is measured as search runs: with `nprobe` / `ef_search` and, for PQ, re-ranking by `take_rows`.
     """
     faiss = require_faiss()
     if count < 1:
@@ -180,10 +184,34 @@ def build_from_chunks(chunks: ChunkSource, count: int, dim: int, *, memory_budge
         first += len(chunk)
     facts = {"factory": factory, "train_rows": int(train_rows), "recall_queries": int(query_count)}
     searcher_params = default_search_parameters(faiss, index, factory, nprobe, ef_search or 128)
-    _, found = index.search(queries.numpy(), k, params=searcher_params)
+    _, found_t = search_faiss(index, factory, queries, k, searcher_params, take_rows)
+    found = found_t.numpy()
     hits = sum(len(set(f.tolist()) & set(e.tolist())) for f, e in zip(found, best_rows.numpy()))
     facts["recall_at_10"] = round(hits / (query_count * k), 4)
     return index, facts
+
+
+def search_faiss(index: Any, factory: str, queries: torch.Tensor, k: int, params: Any,
+                 take_rows: RowTaker | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-`k` of ``[Q, D]`` `queries` -> ``scores [Q, k]``, ``positions [Q, k]`` (-inf / -1 where fewer found).
+
+    For PQ indexes with `take_rows`, ``k * RERANK_FACTOR`` candidates are re-scored with their exact
+    float32 rows (read from the memory-mapped shards), so scores are exact cosines and recall improves.
+    """
+    rerank = take_rows is not None and "PQ" in factory
+    wide = min(k * RERANK_FACTOR, index.ntotal) if rerank else k
+    scores_np, positions_np = index.search(np.ascontiguousarray(queries.numpy()), max(wide, k), params=params)
+    scores, positions = torch.from_numpy(scores_np), torch.from_numpy(positions_np).long()
+    if rerank:
+        assert take_rows is not None
+        rows = take_rows(positions.clamp(min=0))
+        scores = torch.einsum("qd,qwd->qw", queries, rows)
+        scores[positions < 0] = float("-inf")
+        scores, picked = scores.topk(min(k, scores.shape[1]), dim=1)
+        positions = positions.gather(1, picked)
+    scores = scores.clone()
+    scores[positions < 0] = float("-inf")
+    return scores, positions
 
 
 def default_search_parameters(faiss: Any, index: Any, factory: str, nprobe: int | None = None,
@@ -283,7 +311,11 @@ def build_faiss_index(folder: str | Path, options: dict[str, Any] | None = None)
     manifest = read_manifest(folder)
     dim = int(manifest["dim"])
     chunk_rows = max(1, CHUNK_BYTES // (dim * 4))
+    store = VectorStore(dim)
+    for entry in manifest["vectors"]:  # mapped read-only: re-ranking reads only the candidate rows
+        store.append(np.load(Path(folder) / entry["file"], mmap_mode="c", allow_pickle=False))
     index, facts = build_from_chunks(shard_chunks(folder, manifest, chunk_rows), int(manifest["count"]), dim,
+                                     take_rows=store.take,
                                      memory_budget=options.get("memory_budget", DEFAULT_MEMORY_BUDGET),
                                      factory=options.get("factory"), nprobe=options.get("nprobe"),
                                      ef_search=options.get("ef_search"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -155,7 +156,13 @@ def build_from_chunks(chunks: ChunkSource, count: int, dim: int, *, memory_budge
             smallest = str(error).split("; ", 1)[-1]
         raise InputError(f"`memory_budget`: {budget} bytes leaves nothing for the index: this process already uses "
                          f"{resident} bytes and a build needs about {BUILD_OVERHEAD} more; {smallest}") from None
-    factory = factory or choose_index_factory(count, dim, left)  # raises naming the smallest type when none fits
+    if factory is None:
+        factory = choose_index_factory(count, dim, left)  # raises naming the smallest type when none fits
+        affordable_lists = left // TRAIN_SHARE // (dim * 4) // MIN_POINTS_PER_LIST
+        match = re.match(r"IVF(\d+),", factory)
+        if match and int(match.group(1)) > affordable_lists:  # fewer lists, so their training sample fits too
+            lists = 2 ** max(0, int(affordable_lists).bit_length() - 1)
+            factory = f"IVF{lists}," + factory[match.end():]
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     train_rows = 0

@@ -1,17 +1,29 @@
-"""``anybind index build|add|info``: make, grow and describe an on-disk index.
+"""``anybind index build|add|info|merge|export``: make, grow, describe, assemble and export an on-disk index.
 
     anybind index build photos.index -i image photos/ -i text captions.txt --backend fast
+    torchrun --nproc-per-node 4 -m anybind.cli index build big.index -i image photos/ --backend faiss --memory-budget 2GB
+    anybind index merge big.index.parts big.index          # assemble parts written with --no-merge
     anybind index add photos.index -i audio sounds/ --glob '*.wav'
     anybind index info photos.index
+    anybind index export photos.index --parquet meta.parquet --lancedb ./lance --table photos
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from anybind.cli import add_common_options, print_json
-from anybind.cli.embed import add_input_options, check_batch_size, load_model, load_model_for_index, read_inputs
+from anybind.cli.embed import (
+    add_input_options,
+    add_scale_options,
+    check_batch_size,
+    embed_into_index,
+    load_model,
+    load_model_for_index,
+    read_inputs,
+)
 from anybind.errors import InputError
 
 
@@ -33,7 +45,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     build.add_argument("--backend", default="exact", choices=("exact", "fast", "faiss"),
                        help="search backend saved with the index (default: %(default)s)")
     build.add_argument("--memory-budget", default=None, metavar="BYTES",
-                       help="faiss backend: memory the faiss index may use, e.g. 4GB; picks HNSW, IVF or IVF-PQ")
+                       help="faiss backend: peak memory of the build, e.g. 4GB; picks HNSW, IVF or IVF-PQ")
+    add_scale_options(build)
     add_common_options(build)
     add = actions.add_parser("add", help="embed more inputs into an existing index",
                              description="Embed inputs and add them to an existing index (saved atomically).")
@@ -44,6 +57,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               "backend and rows per modality.")
     info.add_argument("path", help="index folder")
     add_common_options(info, model=False)
+    merge = actions.add_parser("merge", help="assemble the parts of a (torchrun) embedding run into one index",
+                               description="Merge every part in PARTS (written by `embed`/`index build` with "
+                               "--no-merge, by any number of processes) into the index folder PATH.")
+    merge.add_argument("parts", help="parts folder")
+    merge.add_argument("path", help="index folder to write")
+    merge.add_argument("--backend", default="exact", choices=("exact", "fast", "faiss"),
+                       help="search backend saved with the index (default: %(default)s)")
+    merge.add_argument("--memory-budget", default=None, metavar="BYTES", help="faiss backend: peak memory of the build")
+    merge.add_argument("--parquet", default=None, metavar="FILE", help="also write the metadata as Parquet")
+    merge.add_argument("--keep-parts", action="store_true", help="keep the parts folder after merging")
+    add_common_options(merge, model=False)
+    export = actions.add_parser("export", help="export an index to Parquet metadata and/or a LanceDB table",
+                                description="Write the row metadata as Parquet (row order = vector order) and/or "
+                                "the vectors with their metadata into a LanceDB table.")
+    export.add_argument("path", help="index folder")
+    export.add_argument("--parquet", default=None, metavar="FILE", help="Parquet file to write")
+    export.add_argument("--lancedb", default=None, metavar="DIR", help="LanceDB database folder (created if needed)")
+    export.add_argument("--table", default="anybind", help="LanceDB table name (default: %(default)s; replaced)")
+    add_common_options(export, model=False)
     return parser
 
 
@@ -59,25 +91,39 @@ def _inputs(args: argparse.Namespace) -> dict[str, list[Any]]:
     return inputs
 
 
+def _faiss_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.memory_budget is not None and args.backend != "faiss":
+        raise InputError(f"`--memory-budget` applies to `--backend faiss`, got `--backend {args.backend}`")
+    return {"memory_budget": args.memory_budget} if args.memory_budget is not None else {}
+
+
 def run(args: argparse.Namespace) -> int:
-    """Dispatch to build / add / info."""
+    """Dispatch to build / add / info / merge / export."""
     from anybind.index import Index
 
     if args.index_command == "info":
         index = Index.load(args.path)
         summary: dict[str, Any] = {"path": args.path, **index.info()}
+    elif args.index_command == "export":
+        return _export(args)
+    elif args.index_command == "merge":
+        from anybind.cli.embed import _merge
+
+        options = _faiss_options(args)
+        summary = {"path": args.path, **_merge(Path(args.parts), args.path, args.backend, options, args)}
+    elif args.index_command == "build":
+        check_batch_size(args)
+        options = _faiss_options(args)
+        built = embed_into_index(args, _inputs(args), args.path, backend=args.backend, backend_options=options)
+        if built is None:
+            return 0
+        summary = {"path": args.path, **built}
     else:
         batch_size = check_batch_size(args)
-        index = Index.load(args.path) if args.index_command == "add" else None
-        model = load_model(args) if index is None else load_model_for_index(args, index, args.path)
+        index = Index.load(args.path)  # add
+        model = load_model_for_index(args, index, args.path)
         inputs = _inputs(args)
-        if index is None:
-            if args.memory_budget is not None and args.backend != "faiss":
-                raise InputError(f"`--memory-budget` applies to `--backend faiss`, got `--backend {args.backend}`")
-            options = {"memory_budget": args.memory_budget} if args.memory_budget is not None else {}
-            index = Index.build(model, inputs, batch_size=batch_size, backend=args.backend, backend_options=options)
-        else:
-            index.add_inputs(model, inputs, batch_size=batch_size)
+        index.add_inputs(model, inputs, batch_size=batch_size)
         index.save(args.path)
         summary = {"path": args.path, **index.info()}
     if args.json:
@@ -89,4 +135,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"  model:  {summary['model']}")
     for modality, count in summary["modalities"].items():
         print(f"  {modality:<12} {count}")
+    if "faiss" in summary:
+        facts = summary["faiss"]
+        print(f"  faiss: {facts['factory']}, {facts['bytes']} bytes on disk, recall@10 vs exact "
+              f"{facts['recall_at_10']} on {facts['recall_queries']} sampled queries")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from anybind.index.export import export_lancedb, export_parquet
+
+    if not args.parquet and not args.lancedb:
+        raise InputError("`index export`: expected --parquet FILE and/or --lancedb DIR, got neither")
+    done: dict[str, Any] = {"path": args.path}
+    if args.parquet:
+        done["parquet"] = {"file": args.parquet, "rows": export_parquet(args.path, args.parquet)}
+    if args.lancedb:
+        done["lancedb"] = {"uri": args.lancedb, "table": args.table,
+                           "rows": export_lancedb(args.path, args.lancedb, args.table)}
+    if args.json:
+        print_json(done)
+    else:
+        for kind in ("parquet", "lancedb"):
+            if kind in done:
+                print(f"{args.path} -> {kind}: {done[kind]}")
     return 0

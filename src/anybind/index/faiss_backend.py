@@ -2,15 +2,17 @@
 
 The faiss index type is chosen from a memory budget, the way autofaiss does: exact ``Flat``
 for small collections, ``HNSW32,Flat`` when full vectors plus graph links fit, ``IVF,Flat``
-when the vectors alone fit, else ``IVF,PQ`` with the largest code that fits. The faiss index
-is rebuilt from the stored float32 rows when first searched after a change; it is not saved.
-faiss is optional: ``pip install anybind[faiss]``.
+when the vectors alone fit, else ``IVF,PQ`` with the largest code that fits. A saved index
+keeps its trained faiss index beside the shards (`anybind.index.faiss_store`) and a loaded
+index maps it instead of training again; an index changed in memory builds a fresh one
+(streaming, trained on a sample) when first searched. faiss is optional: ``pip install anybind[faiss]``.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,58 +74,66 @@ def choose_index_factory(count: int, dim: int, memory_budget: int | str = DEFAUL
     for code in PQ_CODE_BYTES:
         if dim % code == 0 and count * (code + 8) <= budget:
             return f"IVF{lists},PQ{code}"
-    raise InputError(f"`memory_budget`: {budget} bytes cannot hold {count} vectors even as 4-byte PQ codes "
-                     f"(needs about {count * 12} bytes)")
+    smallest = min((c for c in PQ_CODE_BYTES if dim % c == 0), default=None)
+    if smallest is None:
+        raise InputError(f"`memory_budget`: {budget} bytes cannot hold {count} vectors as Flat/HNSW/IVF, and no PQ "
+                         f"code size of {PQ_CODE_BYTES} divides dim {dim}")
+    raise InputError(f"`memory_budget`: {budget} bytes cannot hold {count} vectors; the smallest index type, "
+                     f"IVF{lists},PQ{smallest}, needs about {count * (smallest + 8)} bytes "
+                     f"({count * (smallest + 8) / (1 << 20):.0f} MiB)")
 
 
 class FaissSearcher:
-    """A faiss index over a `VectorStore`, built lazily; faiss ids are row positions."""
+    """A faiss index over a `VectorStore`, loaded from its saved index folder or built lazily; faiss ids are row positions.
 
-    def __init__(self, store: VectorStore, memory_budget: int | str = DEFAULT_MEMORY_BUDGET,
-                 factory: str | None = None, nprobe: int | None = None, ef_search: int = 128) -> None:
+    `persisted` is ``(index folder, generation, verify)`` of the saved index the store was
+    loaded from: its persisted faiss index is used when it was built with the same options.
+    """
+
+    def __init__(self, store: VectorStore, *, persisted: tuple[Path, str, bool] | None = None,
+                 **options: Any) -> None:
         self.faiss = require_faiss()
         self.store = store
+        self.options = {key: value for key, value in options.items() if value is not None}
+        memory_budget = options.get("memory_budget") or DEFAULT_MEMORY_BUDGET
+        factory, nprobe = options.get("factory"), options.get("nprobe")
+        ef_search = options.get("ef_search") or 128
         self.memory_budget = parse_bytes(memory_budget)
         self.factory = factory
         self.nprobe = nprobe
         self.ef_search = ef_search
+        self.persisted = persisted
+        self.facts: dict[str, Any] = {}
         self.index: Any = None
 
     def prepare(self) -> None:
-        """Build and train the faiss index from every stored row (once)."""
+        """Load the persisted faiss index, or build one from every stored row (once)."""
+        from anybind.index.faiss_store import CHUNK_BYTES, build_from_chunks, load_faiss_index, store_chunks
+
         if self.index is not None:
             return
-        faiss = self.faiss
-        vectors = np.ascontiguousarray(self.store.as_array(), dtype=np.float32)
-        factory = self.factory or choose_index_factory(len(vectors), self.store.dim, self.memory_budget)
-        index = faiss.index_factory(self.store.dim, factory, faiss.METRIC_INNER_PRODUCT)
-        if not index.is_trained:
-            lists = faiss.extract_index_ivf(index).nlist
-            sample = min(len(vectors), max(TRAIN_POINTS_PER_LIST * lists, MIN_TRAIN_POINTS))
-            chosen = np.random.default_rng(0).choice(len(vectors), sample, replace=False)
-            index.train(vectors[np.sort(chosen)])
-        index.add(vectors)
-        self.factory, self.index = factory, index
-
-    def _parameters(self, row_mask: torch.Tensor | None) -> Any:
-        faiss = self.faiss
-        selector = None
-        if row_mask is not None:
-            selector = faiss.IDSelectorBatch(np.flatnonzero(row_mask.numpy()).astype(np.int64))
-        if "IVF" in (self.factory or ""):
-            lists = faiss.extract_index_ivf(self.index).nlist
-            nprobe = self.nprobe or max(1, min(lists, lists // 16 or 1))
-            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
-        if "HNSW" in (self.factory or ""):
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.ef_search)
-        return faiss.SearchParameters(sel=selector) if selector is not None else None
+        if self.persisted is not None:
+            folder, generation, verify = self.persisted
+            loaded = load_faiss_index(folder, generation, self.options, verify=verify)
+            if loaded is not None and loaded[0].ntotal == len(self.store):
+                self.index, self.facts = loaded
+                self.factory = self.facts["factory"]
+                return
+        chunk_rows = max(1, CHUNK_BYTES // (self.store.dim * 4))
+        self.index, self.facts = build_from_chunks(store_chunks(self.store.segments, chunk_rows), len(self.store),
+                                                   self.store.dim, memory_budget=self.memory_budget,
+                                                   factory=self.factory, nprobe=self.nprobe, ef_search=self.ef_search,
+                                                   whole_process=False, take_rows=self.store.take)
+        self.factory = self.facts["factory"]
 
     def search(self, queries: torch.Tensor, k: int, row_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Approximate top-`k` -> ``scores [Q, k]`` and ``positions [Q, k]`` (-inf / -1 where faiss found fewer)."""
+        from anybind.index.faiss_store import default_search_parameters, search_faiss
+
         self.prepare()
-        params = self._parameters(row_mask)
-        scores, positions = self.index.search(np.ascontiguousarray(queries.numpy()), k, params=params)
-        scores_t = torch.from_numpy(scores)
-        positions_t = torch.from_numpy(positions).long()
-        scores_t[positions_t < 0] = float("-inf")
-        return scores_t, positions_t
+        selector = None
+        if row_mask is not None:
+            selector = self.faiss.IDSelectorBatch(np.flatnonzero(row_mask.numpy()).astype(np.int64))
+        params = default_search_parameters(self.faiss, self.index, self.factory or "", self.nprobe, self.ef_search,
+                                           selector)
+        return search_faiss(self.index, self.factory or "", queries, k, params, self.store.take)

@@ -25,7 +25,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -40,7 +40,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOCK = ".lock"  # held (flock) by a saving process, so two saves into one folder take turns
 SHARD_ROWS = 1 << 20  # rows per vector shard (2 GiB at D = 512)
-_OWN_FILE = re.compile(r"^(vectors-[0-9a-f]+-\d{5}\.npy|metadata-[0-9a-f]+\.jsonl|manifest\.json\.tmp-[0-9a-f]+|\.lock)$")
+_OWN_FILE = re.compile(r"^(vectors-[0-9a-f]+-\d{5}\.npy|metadata-[0-9a-f]+\.jsonl|manifest\.json\.tmp-[0-9a-f]+|\.lock"
+                       r"|faiss-[0-9a-f]+\.(index|json)|\.faiss-[0-9a-f]+\.(index|json)\.[^/]*tmp)$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,33 @@ class StoredIndex:
     modality_names: list[str]  # distinct modalities, in order of first appearance
     modality_codes: np.ndarray  # int32 [rows]: index into `modality_names`
     extra: list[dict[str, Any] | None]  # per row: user metadata fields, None when there are none
+
+
+@dataclass(frozen=True)
+class StreamedShard:
+    """A vector shard of known shape written chunk by chunk, so a shard bigger than memory can be saved.
+
+    `chunks` is called once while writing and yields float32 ``[n, dim]`` arrays whose row counts sum to `rows`.
+    """
+
+    rows: int
+    dim: int
+    chunks: Callable[[], Iterable[np.ndarray]]
+
+    def write_to(self, writer: Any) -> None:
+        """Write the ``.npy`` header for ``float32 [rows, dim]``, then every chunk's bytes."""
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                  "shape": (self.rows, self.dim)}
+        np.lib.format.write_array_header_1_0(writer, header)
+        written = 0
+        for chunk in self.chunks():
+            chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+            if chunk.ndim != 2 or chunk.shape[1] != self.dim:
+                raise InputError(f"shard chunk: expected float32 [n, {self.dim}], got {list(chunk.shape)}")
+            writer.write(memoryview(chunk).cast("B"))
+            written += len(chunk)
+        if written != self.rows:
+            raise InputError(f"shard: expected {self.rows} rows from its chunks, got {written}")
 
 
 class _HashingWriter:
@@ -110,7 +138,7 @@ def save_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_index(path: str | Path, manifest: dict[str, Any], shards: Iterable[np.ndarray],
+def write_index(path: str | Path, manifest: dict[str, Any], shards: Iterable[np.ndarray | StreamedShard],
                 records: Iterable[dict[str, Any]]) -> None:
     """Atomically write an index folder at `path` (see the module docstring).
 
@@ -124,12 +152,15 @@ def write_index(path: str | Path, manifest: dict[str, Any], shards: Iterable[np.
         _write_generation(path, manifest, shards, records)
 
 
-def _write_generation(path: Path, manifest: dict[str, Any], shards: Iterable[np.ndarray],
+def _write_generation(path: Path, manifest: dict[str, Any], shards: Iterable[np.ndarray | StreamedShard],
                       records: Iterable[dict[str, Any]]) -> None:
     generation = secrets.token_hex(8)
     vector_files = []
     for number, shard in enumerate(shards):
         target = path / f"vectors-{generation}-{number:05d}.npy"
+        if isinstance(shard, StreamedShard):
+            vector_files.append({**_write_file(target, shard.write_to), "rows": shard.rows})
+            continue
         entry = _write_file(target, lambda w, s=shard: np.lib.format.write_array(w, np.ascontiguousarray(s),
                                                                                   allow_pickle=False))
         vector_files.append({**entry, "rows": len(shard)})

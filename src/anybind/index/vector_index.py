@@ -104,6 +104,7 @@ class Index:
         self._next_id = 0
         self._scan: QuantizedScan | None = None
         self._faiss: FaissSearcher | None = None
+        self._persisted: tuple[Path, str, bool] | None = None  # (folder, generation, verify) the rows were loaded from
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -255,6 +256,7 @@ class Index:
     def _invalidate(self) -> None:
         self._scan = None
         self._faiss = None
+        self._persisted = None  # the saved faiss index no longer matches the rows
 
     # ----------------------------------------------------------------- searching
     def _row_mask(self, modality: str | Sequence[str] | None) -> torch.Tensor | None:
@@ -296,7 +298,7 @@ class Index:
             scores, positions = self._scan.search(matrix, k, row_mask, options.get("candidates"))
         elif chosen == "faiss":
             if self._faiss is None:
-                self._faiss = FaissSearcher(self._store, **options)
+                self._faiss = FaissSearcher(self._store, persisted=self._persisted, **options)
             scores, positions = self._faiss.search(matrix, k, row_mask)
         else:
             scores, positions = exact_search(self._store, matrix, k, row_mask, device=options.get("device"))
@@ -338,8 +340,17 @@ class Index:
 
     def info(self) -> dict[str, Any]:
         """A JSON-ready summary: count, dim, anchor, backend, rows per modality."""
-        return {"count": len(self), "dim": self.dim, "anchor": self.anchor_key, "model": self.model_spec,
-                "backend": self.backend, "backend_options": self.backend_options, "modalities": self.modality_counts()}
+        summary = {"count": len(self), "dim": self.dim, "anchor": self.anchor_key, "model": self.model_spec,
+                   "backend": self.backend,
+                   "backend_options": self.backend_options, "modalities": self.modality_counts()}
+        if self.backend == "faiss" and self._persisted is not None:
+            from anybind.index.faiss_store import read_faiss_tag
+
+            tag = read_faiss_tag(self._persisted[0], self._persisted[1])
+            if tag is not None:
+                summary["faiss"] = {key: tag.get(key) for key in ("factory", "file", "bytes", "train_rows",
+                                                                   "recall_at_10", "recall_queries")}
+        return summary
 
     def __repr__(self) -> str:
         return f"Index(count={len(self)}, dim={self.dim}, anchor={self.anchor_key!r}, backend={self.backend!r})"
@@ -357,6 +368,11 @@ class Index:
             manifest["model"] = self.model_spec
         shards = [shard for segment in self._store.segments for shard in split_rows(segment)]
         write_index(path, manifest, shards, (self._record(p) for p in range(len(self))))
+        if self.backend == "faiss" and len(self):
+            from anybind.index.faiss_store import build_faiss_index
+
+            tag = build_faiss_index(path, self.backend_options)  # streamed from the shards just written
+            self._faiss, self._persisted = None, (Path(path), tag["generation"], False)
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True, *, verify: bool = True, backend: str | None = None) -> Index:
@@ -382,4 +398,5 @@ class Index:
         index._next_id = int(manifest.get("next_id", len(index._ids)))
         model_spec = manifest.get("model")  # optional: absent in indexes saved before it was recorded
         index.model_spec = model_spec if isinstance(model_spec, str) and model_spec else None
+        index._persisted = (Path(path), manifest["generation"], verify)
         return index

@@ -20,7 +20,6 @@ from anybind.cli.embed import (
     add_scale_options,
     check_batch_size,
     embed_into_index,
-    load_model,
     load_model_for_index,
     read_inputs,
 )

@@ -41,7 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_input_argument(add)
     add_common_options(add)
     info = actions.add_parser("info", help="describe an index", description="Print an index's size, anchor, "
-                              "backend and rows per modality.")
+                              "backend, the search kernel path chosen for this CPU and rows per modality.")
     info.add_argument("path", help="index folder")
     add_common_options(info, model=False)
     return parser
@@ -83,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.path}: {summary['count']} vectors, dim {summary['dim']}, backend {summary['backend']}")
     print(f"  anchor: {summary['anchor']}")
+    path = summary["search_path"]
+    print(f"  search path: {path['kernel']} ({path['reason']}), {path['threads']} thread(s)")
     for modality, count in summary["modalities"].items():
         print(f"  {modality:<12} {count}")
     return 0

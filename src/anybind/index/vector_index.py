@@ -17,9 +17,11 @@ from anybind.embeddings import check_same_anchor
 from anybind.errors import AnchorMismatchError, InputError
 from anybind.index.exact import exact_search
 from anybind.index.faiss_backend import FaissSearcher, parse_bytes
-from anybind.index.quantized import QuantizedScan
+from anybind.index.kernels import choose_scan_path
+from anybind.index.quantized import LowPrecisionScan
 from anybind.index.results import SearchResult
 from anybind.index.storage import read_index, split_rows, write_index
+from anybind.index.threads import faiss_threads, search_threads
 from anybind.index.vectors import VectorStore
 from anybind.modality import describe
 
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from anybind.model import BoundModel
 
 BACKENDS = ("exact", "fast", "faiss")
-BACKEND_OPTIONS = {"exact": ("device",), "fast": ("candidates",),
+BACKEND_OPTIONS = {"exact": ("device",), "fast": ("candidates", "scan_path"),
                    "faiss": ("memory_budget", "factory", "nprobe", "ef_search")}
 RESERVED_KEYS = ("id", "modality")
 NORM_TOLERANCE = 1e-3  # plain tensors further than this from unit norm are normalized, not rejected
@@ -45,6 +47,8 @@ def _check_backend(backend: str, options: Mapping[str, Any]) -> dict[str, Any]:
                          f"allowed: {allowed}")
     if "memory_budget" in options:
         parse_bytes(options["memory_budget"])  # a bad budget fails now, not at the first search
+    if "scan_path" in options:
+        choose_scan_path(requested=options["scan_path"])  # an unknown path fails now too
     return dict(options)
 
 
@@ -68,8 +72,11 @@ class Index:
 
     Backends: ``"exact"`` (default; chunked float32 matrix product, bounded memory; option
     ``device`` scores on e.g. ``"cuda"``), ``"fast"``
-    (int8 scan + exact float32 re-ranking of a shortlist: exact scores, ids match exact search
-    in practice), ``"faiss"`` (approximate IVF/HNSW/IVF-PQ chosen from a memory budget).
+    (low-precision scan chosen for the CPU -- int8 or bf16, see `anybind.index.kernels` -- plus
+    exact float32 re-ranking of a shortlist that is checked per query: exact scores, ids match
+    exact search; options ``candidates`` and ``scan_path``), ``"faiss"`` (approximate
+    IVF/HNSW/IVF-PQ chosen from a memory budget). Every backend uses ``torch.get_num_threads()``
+    threads (faiss included).
     """
 
     def __init__(self, anchor: BoundModel | AnchorIdentity | str, dim: int | None = None, *,
@@ -99,7 +106,7 @@ class Index:
         self._modality_codes = np.zeros(0, dtype=np.int32)
         self._modality_names: list[str] = []
         self._next_id = 0
-        self._scan: QuantizedScan | None = None
+        self._scan: LowPrecisionScan | None = None
         self._faiss: FaissSearcher | None = None
 
     # ----------------------------------------------------------------- building
@@ -280,13 +287,14 @@ class Index:
         chosen = backend or self.backend
         options = _check_backend(chosen, self.backend_options if chosen == self.backend else {})
         if chosen == "fast":
-            if self._scan is None:
-                self._scan = QuantizedScan(self._store)
+            if self._scan is None or self._scan.requested != options.get("scan_path"):
+                self._scan = LowPrecisionScan(self._store, options.get("scan_path"))
             scores, positions = self._scan.search(matrix, k, row_mask, options.get("candidates"))
         elif chosen == "faiss":
             if self._faiss is None:
                 self._faiss = FaissSearcher(self._store, **options)
-            scores, positions = self._faiss.search(matrix, k, row_mask)
+            with faiss_threads():
+                scores, positions = self._faiss.search(matrix, k, row_mask)
         else:
             scores, positions = exact_search(self._store, matrix, k, row_mask, device=options.get("device"))
         ids = [[self._ids[p] if p >= 0 else None for p in row] for row in positions.tolist()]
@@ -326,9 +334,29 @@ class Index:
         return {name: counts[code] for code, name in enumerate(self._modality_names) if counts[code]}
 
     def info(self) -> dict[str, Any]:
-        """A JSON-ready summary: count, dim, anchor, backend, rows per modality."""
+        """A JSON-ready summary: count, dim, anchor, backend, search path, rows per modality."""
         return {"count": len(self), "dim": self.dim, "anchor": self.anchor_key, "backend": self.backend,
-                "backend_options": self.backend_options, "modalities": self.modality_counts()}
+                "backend_options": self.backend_options, "search_path": self.search_path(),
+                "modalities": self.modality_counts()}
+
+    def search_path(self, backend: str | None = None) -> dict[str, Any]:
+        """Which kernel path `search` runs on this machine with `backend` (default: the index's).
+
+        ``{"kernel": "int8-fbgemm", "reason": "AVX512-VNNI", "threads": 2}`` for ``fast``;
+        ``exact`` is ``"fp32"`` (BLAS), ``faiss`` its factory string once built.
+        """
+        chosen = backend or self.backend
+        options = self.backend_options if chosen == self.backend else {}
+        if chosen == "fast":
+            scan = choose_scan_path(requested=options.get("scan_path"))
+            kernel, reason = scan.name, scan.reason
+        elif chosen == "faiss":
+            factory = self._faiss.factory if self._faiss is not None else options.get("factory")
+            kernel, reason = f"faiss {factory or '(chosen from the memory budget at first search)'}", "backend"
+        else:
+            device = options.get("device")
+            kernel, reason = ("fp32", "full float32 scan") if device is None else (f"fp32 on {device}", "device option")
+        return {"kernel": kernel, "reason": reason, "threads": search_threads()}
 
     def __repr__(self) -> str:
         return f"Index(count={len(self)}, dim={self.dim}, anchor={self.anchor_key!r}, backend={self.backend!r})"

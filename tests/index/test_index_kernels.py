@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,13 +122,40 @@ def test_index_info_names_the_search_path(tmp_path: Path, capsys: pytest.Capture
     assert index.search_path("exact") == {"kernel": "fp32", "reason": "full float32 scan", "threads": search_threads()}
 
 
-def test_faiss_runs_with_torchs_thread_count() -> None:
+class FakeFaiss:
+    """faiss's two OpenMP calls, with a pool of its own (as when faiss is imported before torch)."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads, self.calls = threads, []
+
+    def omp_get_max_threads(self) -> int:
+        return self.threads
+
+    def omp_set_num_threads(self, threads: int) -> None:
+        self.threads = threads
+        self.calls.append(threads)
+
+
+def test_faiss_runs_with_torchs_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeFaiss(torch.get_num_threads() + 3)
+    monkeypatch.setitem(sys.modules, "faiss", fake)
+    with faiss_threads() as threads:
+        assert threads == torch.get_num_threads() == fake.threads
+    assert fake.calls == [threads, threads + 3]
+
+
+def test_faiss_backend_search_uses_torchs_thread_count(rows: torch.Tensor) -> None:
     faiss = pytest.importorskip("faiss")
-    before, torch_threads = faiss.omp_get_max_threads(), torch.get_num_threads()
-    faiss.omp_set_num_threads(torch_threads + 3)
-    try:
-        with faiss_threads() as threads:
-            assert threads == torch_threads == faiss.omp_get_max_threads()
-        assert faiss.omp_get_max_threads() == torch_threads + 3
-    finally:
-        faiss.omp_set_num_threads(before)
+    index = Index(KEY, DIM, backend="faiss")
+    index.add(rows[:500], modality="image")
+    seen = []
+    original = faiss.IndexFlat.search
+
+    def search(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(faiss.omp_get_max_threads())
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(faiss.IndexFlat, "search", search)
+        index.search(unit(3, 9), k=4)
+    assert seen == [torch.get_num_threads()]

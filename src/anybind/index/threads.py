@@ -1,9 +1,10 @@
 """One thread budget for every search kernel: torch's, which follows ``OMP_NUM_THREADS``.
 
-torch (MKL, oneDNN, fbgemm) and faiss each bring their own OpenMP runtime and thread pool; faiss
-sizes its pool from the core count, not from torch. Running faiss with torch's setting means
-``torch.set_num_threads(n)`` (or ``OMP_NUM_THREADS=n``) bounds both, so the two pools never ask
-for more cores than the user allowed.
+torch (MKL, oneDNN, fbgemm) and the faiss wheel each bring an OpenMP runtime (libgomp). When torch
+is imported first, faiss binds to torch's runtime and they share one thread setting; when faiss is
+imported first, it keeps its own pool sized from the core count, not from torch. Running faiss
+searches with torch's setting means ``torch.set_num_threads(n)`` (or ``OMP_NUM_THREADS=n``) bounds
+both in either case, so the two pools never ask for more cores than the user allowed.
 """
 
 from __future__ import annotations

@@ -203,3 +203,17 @@ def test_save_views_writes_one_png_per_cloud_and_view(tmp_path) -> None:  # type
         assert image.size == (64, 64) and image.mode == "L"
     realistic = save_views(sphere(300), tmp_path, views=[0, 9], prefix="chair")
     assert [p.name for p in realistic] == ["chair000_side-45.png", "chair000_bottom.png"]
+
+
+def test_realistic_pool_matches_one_thread_and_keeps_the_callers_thread_count() -> None:
+    from anybind.modalities.pointcloud.projection import projection_pool
+
+    clouds = torch.stack([sphere(400, 8), cube_surface(400, 9), sphere(400, 10) * 0.7])
+    inline = project_to_views(clouds, "realistic", size=40)  # the modality conftest runs tests with 1 thread
+    torch.set_num_threads(2)
+    pooled = project_to_views(clouds, "realistic", size=40)
+    assert torch.get_num_threads() == 2
+    assert list(projection_pool(2).map(lambda _: torch.get_num_threads(), range(4))) == [1, 1, 1, 1]
+    torch.testing.assert_close(pooled, inline, rtol=0, atol=0)
+    with torch.inference_mode():
+        assert project_to_views(clouds[:1], "realistic").shape == (1, 10, 3, 110, 110)

@@ -110,7 +110,9 @@ class LowPrecisionScan:
         exact = torch.bmm(rows, block.unsqueeze(2)).squeeze(2)  # [B, shortlist]
         top, where = exact.topk(k, dim=1)
         positions = positions.gather(1, where)
-        margin = max(ERROR_SAFETY * float((approximate - exact).abs().max()), MIN_MARGIN)
+        seen = torch.isfinite(approximate)  # -inf only where masked rows fill a shortlist that holds every allowed row
+        error = float((approximate - exact)[seen].abs().max()) if bool(seen.any()) else 0.0
+        margin = max(ERROR_SAFETY * error, MIN_MARGIN)
         self.stats.margins.append(margin)
         if complete:  # the shortlist holds every allowed row
             self.stats.certified += len(block)

@@ -17,7 +17,7 @@ from anybind.embeddings import check_same_anchor
 from anybind.errors import AnchorMismatchError, InputError
 from anybind.index.exact import exact_search
 from anybind.index.faiss_backend import FaissSearcher, parse_bytes
-from anybind.index.kernels import choose_scan_path
+from anybind.index.kernels import SCAN_KERNELS, choose_scan_path
 from anybind.index.quantized import LowPrecisionScan
 from anybind.index.results import SearchResult
 from anybind.index.storage import read_index, split_rows, write_index
@@ -47,8 +47,8 @@ def _check_backend(backend: str, options: Mapping[str, Any]) -> dict[str, Any]:
                          f"allowed: {allowed}")
     if "memory_budget" in options:
         parse_bytes(options["memory_budget"])  # a bad budget fails now, not at the first search
-    if "scan_path" in options:
-        choose_scan_path(requested=options["scan_path"])  # an unknown path fails now too
+    if "scan_path" in options and options["scan_path"] not in ("auto", *SCAN_KERNELS):
+        choose_scan_path(requested=options["scan_path"])  # raises: an unknown path fails now, not at the first search
     return dict(options)
 
 

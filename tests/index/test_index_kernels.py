@@ -35,8 +35,9 @@ def cpu(*flags: str) -> CpuInfo:
 
 @pytest.mark.parametrize("flags, path, reason", [
     (("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"), "bf16-onednn", "AMX-BF16 tiles"),
-    (("avx2", "avx512f", "avx512_bf16", "avx512_vnni"), "bf16-onednn", "AVX512-BF16"),  # AMD Zen 4, Cooper Lake
+    (("avx2", "avx512f", "avx512_bf16", "avx512_vnni"), "int8-fbgemm", "AVX512-VNNI"),  # AMD Zen 4, Cooper Lake
     (("avx2", "avx512f", "avx512_vnni"), "int8-fbgemm", "AVX512-VNNI"),  # Cascade Lake, Ice Lake
+    (("avx512f", "avx512_bf16"), "bf16-onednn", "AVX512-BF16"),
     (("avx2", "avx_vnni"), "int8-fbgemm", "AVX-VNNI"),  # Alder Lake
     (("avx2", "fma"), "int8-fbgemm-7bit", "AVX2 without VNNI"),  # AMD Zen 2/3, Haswell..Skylake client
     (("sse4_2",), "fp32", "no int8/bf16 acceleration found"),

@@ -16,12 +16,19 @@ Neither method applies CLIP's mean/std pixel normalization: both PointCLIP paper
 depth images to CLIP. The `projection` encoder has a flag for it (off by default).
 
 Scatters use `Tensor.scatter_reduce_` ("sum" for V1, "amax" for V2); no torch_scatter needed.
+
+V2 on CPU runs in chunks of cloud-views spread over `torch.get_num_threads()` worker threads, each
+running torch single-threaded: a chunk's many small ops then never wait at an OpenMP barrier for a
+thread the OS has descheduled (on a busy machine that stall, once per op, made one call swing from
+0.25 s to 10 s). A slow worker only delays its own chunk; the others keep taking chunks.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +45,8 @@ Views = Sequence[int] | torch.Tensor | None
 # V2 post-processing runs over this many cloud-views at a time: the dense voxel grids of a chunk
 # stay in CPU cache, which is several times faster than one pass over the whole batch.
 REALISTIC_CHUNK = 8
+_POOL_LOCK = threading.Lock()
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool) of single-threaded projection workers
 
 
 def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
@@ -252,16 +261,58 @@ def realistic_image(grid: torch.Tensor, constants: RealisticViews) -> torch.Tens
     return 1 - squeezed / peak
 
 
-def realistic_images(points: torch.Tensor, constants: RealisticViews, resolution: int) -> torch.Tensor:
-    """PointCLIP V2 images of ``[B, V, N, 3]`` view-frame clouds -> ``[B, V, R', R']``.
+def _single_threaded_worker() -> None:
+    torch.get_num_threads()  # let torch initialize this thread's settings first, or it would overwrite ours
+    torch.set_num_threads(1)
 
-    Equals ``realistic_image(realistic_grid(points, ...), ...)``, computed `REALISTIC_CHUNK`
-    cloud-views at a time so peak memory stays bounded and the grids stay in cache.
+
+def projection_pool(workers: int) -> ThreadPoolExecutor:
+    """The process-wide pool of `workers` threads that run torch single-threaded (made on first use)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != workers:
+            if _POOL is not None:
+                _POOL[1].shutdown(wait=False)
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="anybind-projection",
+                                      initializer=_single_threaded_worker)
+            started = threading.Barrier(workers)
+            list(pool.map(lambda _: started.wait(), range(workers)))  # start (and initialize) every worker now
+            # A worker's set_num_threads(1) also lowered torch's process default; give it back.
+            torch.set_num_threads(workers)
+            _POOL = (workers, pool)
+        return _POOL[1]
+
+
+def _realistic_chunk(points: torch.Tensor, constants: RealisticViews, resolution: int, size: int | None,
+                     grad: bool, inference: bool) -> torch.Tensor:
+    """``[c, 1, N, 3]`` view-frame clouds -> ``[c, 1, H, W]`` V2 images (resized to `size` if given)."""
+    with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+        images = realistic_image(realistic_grid(points, constants, resolution), constants)
+        if size is not None:
+            align = constants.align_corners if constants.interpolation in ("linear", "bilinear", "bicubic") else None
+            images = F.interpolate(images, size=(size, size), mode=constants.interpolation, align_corners=align)
+        return images
+
+
+def realistic_images(points: torch.Tensor, constants: RealisticViews, resolution: int,
+                     size: int | None = None) -> torch.Tensor:
+    """PointCLIP V2 images of ``[B, V, N, 3]`` view-frame clouds -> ``[B, V, R', R']`` (or ``size x size``).
+
+    Equals ``realistic_image(realistic_grid(points, ...), ...)`` (then resized to `size` with the
+    configured interpolation), computed `REALISTIC_CHUNK` cloud-views at a time so peak memory
+    stays bounded and the grids stay in cache. On CPU with several torch threads the chunks run
+    on `projection_pool` workers, each single-threaded.
     """
     batch, views, count, _ = points.shape
     flat = points.reshape(batch * views, 1, count, 3)
-    images = [realistic_image(realistic_grid(flat[start:start + REALISTIC_CHUNK], constants, resolution), constants)
-              for start in range(0, batch * views, REALISTIC_CHUNK)]
+    chunks = [flat[start:start + REALISTIC_CHUNK] for start in range(0, batch * views, REALISTIC_CHUNK)]
+    modes = (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+    workers = min(torch.get_num_threads(), len(chunks))
+    if points.device.type != "cpu" or workers < 2:
+        images = [_realistic_chunk(chunk, constants, resolution, size, *modes) for chunk in chunks]
+    else:
+        pool = projection_pool(torch.get_num_threads())
+        images = list(pool.map(lambda chunk: _realistic_chunk(chunk, constants, resolution, size, *modes), chunks))
     return torch.cat(images).view(batch, views, *images[0].shape[-2:])
 
 
@@ -290,14 +341,15 @@ def project_to_views(points: Any, method: Method = "realistic", views: Views = N
         raise InputError(f"`resolution`: expected an integer >= 8, got {resolution!r}")
     rotations = view_rotations(method, views, config, device=cloud.device, dtype=cloud.dtype)
     in_view = rotate_into_views(cloud, rotations)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise InputError(f"`size`: expected a positive integer, got {size!r}")
+    resized = isinstance(constants, RealisticViews)  # V2 resizes inside its chunks
     if isinstance(constants, PointCLIPViews):
         images = pointclip_depth(in_view, constants, grid_size)
     else:
-        images = realistic_images(in_view, constants, grid_size)
+        images = realistic_images(in_view, constants, grid_size, size)
     batch, count = images.shape[:2]
-    if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise InputError(f"`size`: expected a positive integer, got {size!r}")
+    if size is not None and not resized:
         align = constants.align_corners if constants.interpolation in ("linear", "bilinear", "bicubic") else None
         images = F.interpolate(images.reshape(batch * count, 1, *images.shape[-2:]), size=(size, size),
                                mode=constants.interpolation, align_corners=align)

@@ -53,7 +53,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_input_argument(add)
     add_common_options(add, model_from_index=True)
     info = actions.add_parser("info", help="describe an index", description="Print an index's size, anchor, "
-                              "backend and rows per modality.")
+                              "backend, the search kernel path chosen for this CPU and rows per modality.")
     info.add_argument("path", help="index folder")
     add_common_options(info, model=False)
     merge = actions.add_parser("merge", help="assemble the parts of a (torchrun) embedding run into one index",
@@ -132,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  anchor: {summary['anchor']}")
     if summary.get("model"):
         print(f"  model:  {summary['model']}")
+    path = summary["search_path"]
+    print(f"  search path: {path['kernel']} ({path['reason']}), {path['threads']} thread(s)")
     for modality, count in summary["modalities"].items():
         print(f"  {modality:<12} {count}")
     if "faiss" in summary:

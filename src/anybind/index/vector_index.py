@@ -18,15 +18,17 @@ from anybind.embedder import Embedder
 from anybind.errors import AnchorMismatchError, InputError
 from anybind.index.exact import exact_search
 from anybind.index.faiss_backend import FaissSearcher, parse_bytes
-from anybind.index.quantized import QuantizedScan
+from anybind.index.kernels import SCAN_KERNELS, choose_scan_path
+from anybind.index.quantized import LowPrecisionScan
 from anybind.index.results import SearchResult
 from anybind.index.storage import read_index, split_rows, write_index
+from anybind.index.threads import faiss_threads, search_threads
 from anybind.index.vectors import VectorStore
 from anybind.modality import describe
 
 
 BACKENDS = ("exact", "fast", "faiss")
-BACKEND_OPTIONS = {"exact": ("device",), "fast": ("candidates",),
+BACKEND_OPTIONS = {"exact": ("device",), "fast": ("candidates", "scan_path"),
                    "faiss": ("memory_budget", "factory", "nprobe", "ef_search")}
 RESERVED_KEYS = ("id", "modality")
 NORM_TOLERANCE = 1e-3  # plain tensors further than this from unit norm are normalized, not rejected
@@ -44,6 +46,8 @@ def _check_backend(backend: str, options: Mapping[str, Any]) -> dict[str, Any]:
                          f"allowed: {allowed}")
     if "memory_budget" in options:
         parse_bytes(options["memory_budget"])  # a bad budget fails now, not at the first search
+    if "scan_path" in options and options["scan_path"] not in ("auto", *SCAN_KERNELS):
+        choose_scan_path(requested=options["scan_path"])  # raises: an unknown path fails now, not at the first search
     return dict(options)
 
 
@@ -67,8 +71,11 @@ class Index:
 
     Backends: ``"exact"`` (default; chunked float32 matrix product, bounded memory; option
     ``device`` scores on e.g. ``"cuda"``), ``"fast"``
-    (int8 scan + exact float32 re-ranking of a shortlist: exact scores, ids match exact search
-    in practice), ``"faiss"`` (approximate IVF/HNSW/IVF-PQ chosen from a memory budget).
+    (low-precision scan chosen for the CPU -- int8 or bf16, see `anybind.index.kernels` -- plus
+    exact float32 re-ranking of a shortlist that is checked per query: exact scores, ids match
+    exact search; options ``candidates`` and ``scan_path``), ``"faiss"`` (approximate
+    IVF/HNSW/IVF-PQ chosen from a memory budget). Every backend uses ``torch.get_num_threads()``
+    threads (faiss included).
     """
 
     def __init__(self, anchor: Embedder | AnchorIdentity | str, dim: int | None = None, *,
@@ -102,7 +109,7 @@ class Index:
         self._modality_codes = np.zeros(0, dtype=np.int32)
         self._modality_names: list[str] = []
         self._next_id = 0
-        self._scan: QuantizedScan | None = None
+        self._scan: LowPrecisionScan | None = None
         self._faiss: FaissSearcher | None = None
         self._persisted: tuple[Path, str, bool] | None = None  # (folder, generation, verify) the rows were loaded from
 
@@ -293,13 +300,19 @@ class Index:
         chosen = backend or self.backend
         options = _check_backend(chosen, self.backend_options if chosen == self.backend else {})
         if chosen == "fast":
-            if self._scan is None:
-                self._scan = QuantizedScan(self._store)
+            if self._scan is None or self._scan.requested != options.get("scan_path"):
+                self._scan = LowPrecisionScan(self._store, options.get("scan_path"))
             scores, positions = self._scan.search(matrix, k, row_mask, options.get("candidates"))
         elif chosen == "faiss":
             if self._faiss is None:
+<<<<<<< HEAD
                 self._faiss = FaissSearcher(self._store, persisted=self._persisted, **options)
             scores, positions = self._faiss.search(matrix, k, row_mask)
+=======
+                self._faiss = FaissSearcher(self._store, **options)
+            with faiss_threads():
+                scores, positions = self._faiss.search(matrix, k, row_mask)
+>>>>>>> speed
         else:
             scores, positions = exact_search(self._store, matrix, k, row_mask, device=options.get("device"))
         ids = [[self._ids[p] if p >= 0 else None for p in row] for row in positions.tolist()]
@@ -339,6 +352,7 @@ class Index:
         return {name: counts[code] for code, name in enumerate(self._modality_names) if counts[code]}
 
     def info(self) -> dict[str, Any]:
+<<<<<<< HEAD
         """A JSON-ready summary: count, dim, anchor, backend, rows per modality."""
         summary = {"count": len(self), "dim": self.dim, "anchor": self.anchor_key, "model": self.model_spec,
                    "backend": self.backend,
@@ -351,6 +365,31 @@ class Index:
                 summary["faiss"] = {key: tag.get(key) for key in ("factory", "file", "bytes", "train_rows",
                                                                    "recall_at_10", "recall_queries")}
         return summary
+=======
+        """A JSON-ready summary: count, dim, anchor, backend, search path, rows per modality."""
+        return {"count": len(self), "dim": self.dim, "anchor": self.anchor_key, "backend": self.backend,
+                "backend_options": self.backend_options, "search_path": self.search_path(),
+                "modalities": self.modality_counts()}
+
+    def search_path(self, backend: str | None = None) -> dict[str, Any]:
+        """Which kernel path `search` runs on this machine with `backend` (default: the index's).
+
+        ``{"kernel": "int8-fbgemm", "reason": "AVX512-VNNI", "threads": 2}`` for ``fast``;
+        ``exact`` is ``"fp32"`` (BLAS), ``faiss`` its factory string once built.
+        """
+        chosen = backend or self.backend
+        options = self.backend_options if chosen == self.backend else {}
+        if chosen == "fast":
+            scan = choose_scan_path(requested=options.get("scan_path"))
+            kernel, reason = scan.name, scan.reason
+        elif chosen == "faiss":
+            factory = self._faiss.factory if self._faiss is not None else options.get("factory")
+            kernel, reason = f"faiss {factory or '(chosen from the memory budget at first search)'}", "backend"
+        else:
+            device = options.get("device")
+            kernel, reason = ("fp32", "full float32 scan") if device is None else (f"fp32 on {device}", "device option")
+        return {"kernel": kernel, "reason": reason, "threads": search_threads()}
+>>>>>>> speed
 
     def __repr__(self) -> str:
         return f"Index(count={len(self)}, dim={self.dim}, anchor={self.anchor_key!r}, backend={self.backend!r})"

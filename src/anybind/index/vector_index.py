@@ -305,14 +305,9 @@ class Index:
             scores, positions = self._scan.search(matrix, k, row_mask, options.get("candidates"))
         elif chosen == "faiss":
             if self._faiss is None:
-<<<<<<< HEAD
                 self._faiss = FaissSearcher(self._store, persisted=self._persisted, **options)
-            scores, positions = self._faiss.search(matrix, k, row_mask)
-=======
-                self._faiss = FaissSearcher(self._store, **options)
             with faiss_threads():
                 scores, positions = self._faiss.search(matrix, k, row_mask)
->>>>>>> speed
         else:
             scores, positions = exact_search(self._store, matrix, k, row_mask, device=options.get("device"))
         ids = [[self._ids[p] if p >= 0 else None for p in row] for row in positions.tolist()]
@@ -352,11 +347,11 @@ class Index:
         return {name: counts[code] for code, name in enumerate(self._modality_names) if counts[code]}
 
     def info(self) -> dict[str, Any]:
-<<<<<<< HEAD
-        """A JSON-ready summary: count, dim, anchor, backend, rows per modality."""
+        """A JSON-ready summary: count, dim, anchor, backend, search path, rows per modality."""
         summary = {"count": len(self), "dim": self.dim, "anchor": self.anchor_key, "model": self.model_spec,
                    "backend": self.backend,
-                   "backend_options": self.backend_options, "modalities": self.modality_counts()}
+                   "backend_options": self.backend_options, "search_path": self.search_path(),
+                   "modalities": self.modality_counts()}
         if self.backend == "faiss" and self._persisted is not None:
             from anybind.index.faiss_store import read_faiss_tag
 
@@ -365,11 +360,6 @@ class Index:
                 summary["faiss"] = {key: tag.get(key) for key in ("factory", "file", "bytes", "train_rows",
                                                                    "recall_at_10", "recall_queries")}
         return summary
-=======
-        """A JSON-ready summary: count, dim, anchor, backend, search path, rows per modality."""
-        return {"count": len(self), "dim": self.dim, "anchor": self.anchor_key, "backend": self.backend,
-                "backend_options": self.backend_options, "search_path": self.search_path(),
-                "modalities": self.modality_counts()}
 
     def search_path(self, backend: str | None = None) -> dict[str, Any]:
         """Which kernel path `search` runs on this machine with `backend` (default: the index's).
@@ -389,7 +379,6 @@ class Index:
             device = options.get("device")
             kernel, reason = ("fp32", "full float32 scan") if device is None else (f"fp32 on {device}", "device option")
         return {"kernel": kernel, "reason": reason, "threads": search_threads()}
->>>>>>> speed
 
     def __repr__(self) -> str:
         return f"Index(count={len(self)}, dim={self.dim}, anchor={self.anchor_key!r}, backend={self.backend!r})"

@@ -206,7 +206,6 @@ def test_save_views_writes_one_png_per_cloud_and_view(tmp_path) -> None:  # type
     assert [p.name for p in realistic] == ["chair000_side-45.png", "chair000_bottom.png"]
 
 
-<<<<<<< HEAD
 def test_pointclip_matches_golden_output_of_the_official_code() -> None:
     # data/pointclip_v1_golden.npz: PCViews().get_img of the official PointCLIP repository
     # (ZrrSkywalker/PointCLIP, trainers/mv_utils_zs.py, commit 8656f2c) run once on these fixed
@@ -216,7 +215,8 @@ def test_pointclip_matches_golden_output_of_the_official_code() -> None:
     expected[golden["index"]] = golden["depth"]
     ours = project_to_views(torch.from_numpy(golden["points"]), "pointclip")[:, :, 0].numpy()
     np.testing.assert_allclose(ours.reshape(-1), expected, rtol=0, atol=1e-5)
-=======
+
+
 def test_realistic_pool_matches_one_thread_and_keeps_the_callers_thread_count() -> None:
     from anybind.modalities.pointcloud.projection import projection_pool
 
@@ -229,4 +229,3 @@ def test_realistic_pool_matches_one_thread_and_keeps_the_callers_thread_count() 
     torch.testing.assert_close(pooled, inline, rtol=0, atol=0)
     with torch.inference_mode():
         assert project_to_views(clouds[:1], "realistic").shape == (1, 10, 3, 110, 110)
->>>>>>> speed

@@ -171,3 +171,46 @@ print(messages[0])
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "anybind-broken 2.0" in result.stdout and "RuntimeError: plugin exploded on import" in result.stdout
+
+
+ENCODER_PLUGIN = '''
+import anybind
+import torch
+
+
+@anybind.register_encoder("depth", "flat-mean")
+class FlatMean(anybind.Encoder):
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        self.head = anybind.ProjectionHead(16, context.dim)
+
+    def forward(self, batch):
+        pixels = batch["disparity"] if isinstance(batch, dict) else batch
+        return self.head(torch.nn.functional.adaptive_avg_pool2d(pixels.reshape(pixels.shape[0], 1, *pixels.shape[-2:]),
+                                                                 (4, 4)).flatten(1))
+'''
+
+
+def test_encoder_only_plugin_package_with_its_own_configs(tmp_path: Path) -> None:
+    # A package adding one encoder to the built-in depth modality (entry-point group anybind.encoders)
+    # and shipping configs/ (a template set) beside its module: both are found on first lookup.
+    package = tmp_path / "anybind_flatdepth"
+    (package / "configs" / "templates").mkdir(parents=True)
+    (package / "__init__.py").write_text(ENCODER_PLUGIN)
+    (package / "configs" / "templates" / "flat-depth.yaml").write_text("templates:\n  - 'a flat depth map of {}.'\n")
+    info = tmp_path / "anybind_flatdepth-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: anybind-flatdepth\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text("[anybind.encoders]\ndepth-flat-mean = anybind_flatdepth\n")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import anybind
+        from anybind.config import load_templates
+        assert "flat-mean" in anybind.list_encoders("depth"), anybind.list_encoders("depth")
+        assert load_templates("flat-depth") == ("a flat depth map of {{}}.",)
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")

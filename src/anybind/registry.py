@@ -1,9 +1,12 @@
 """Name registries for modalities, encoders and anchors.
 
 Built-ins register with decorators when `anybind.modalities` / `anybind.anchors` are imported.
-Third-party plugins declare entry points in the groups ``anybind.modalities`` and
-``anybind.anchors``; the entry point's target is imported (its decorators register what it
-defines) the first time any registry is looked up. Duplicate names raise, naming both modules.
+Third-party plugins declare entry points in the groups ``anybind.modalities``,
+``anybind.anchors`` and ``anybind.encoders`` (a package that adds only an encoder to an existing
+modality); the entry point's target is imported (its decorators register what it defines) the
+first time any registry is looked up. A plugin package may ship a ``configs/`` folder (presets,
+``preprocess/<modality>/``, templates, class lists) beside its top-level module: it is added to
+the config search path (`anybind.add_config_dir`). Duplicate names raise, naming both modules.
 A plugin that fails to import or register is skipped with one warning naming its distribution
 and its error, so one broken plugin never breaks the built-ins or the other plugins.
 """
@@ -12,9 +15,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import sys
 import threading
+import types
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from anybind.errors import DuplicateNameError, UnknownNameError, unknown_name_message
@@ -27,6 +33,7 @@ T = TypeVar("T", bound=type)
 
 MODALITY_ENTRY_POINT_GROUP = "anybind.modalities"
 ANCHOR_ENTRY_POINT_GROUP = "anybind.anchors"
+ENCODER_ENTRY_POINT_GROUP = "anybind.encoders"
 _PLUGIN_HINT = "Is the plugin installed? See anybind.list_modalities() and anybind.list_anchors()."
 
 _modalities: dict[str, type[Modality]] = {}
@@ -110,19 +117,35 @@ def _discover() -> None:
             for group, table, register in (
                 (ANCHOR_ENTRY_POINT_GROUP, _anchors, register_anchor),
                 (MODALITY_ENTRY_POINT_GROUP, _modalities, register_modality),
+                (ENCODER_ENTRY_POINT_GROUP, None, None),  # encoder modules register with their decorators
             ):
                 for entry_point in entry_points(group):
                     try:
                         target = entry_point.load()
                         # A target that is a class not registered by its own decorator is
                         # registered under the entry point's name.
-                        if isinstance(target, type) and target not in table.values():
+                        if register is not None and isinstance(target, type) and target not in table.values():
                             register(entry_point.name)(target)
+                        _add_plugin_configs(target)
                     except Exception as error:  # a third-party plugin may fail in any way
                         _warn_broken_plugin(group, entry_point, error)
             _discovered = True
         finally:
             _discovering = False
+
+
+def _add_plugin_configs(target: Any) -> None:
+    """Add the ``configs/`` folder of the top-level package that defines `target`, if it has one."""
+    from anybind.config import add_config_dir
+
+    module_name = target.__name__ if isinstance(target, types.ModuleType) else getattr(target, "__module__", None)
+    root = (module_name or "").split(".")[0]
+    module = sys.modules.get(root)
+    if not root or root == "anybind" or module is None:
+        return
+    for folder in getattr(module, "__path__", []):  # packages only; a plain module ships no config folder
+        if (Path(folder) / "configs").is_dir():
+            add_config_dir(Path(folder) / "configs")
 
 
 class PluginWarning(UserWarning):

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from anybind.cli import add_common_options, print_json
-from anybind.config import DATA_SUFFIXES, configs_dir
+from anybind.config import DATA_SUFFIXES, config_dirs
 from anybind.registry import get_anchor, list_anchors, list_encoders
 
 
@@ -23,7 +23,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the registry contents."""
-    presets = sorted(p.stem for p in (configs_dir() / "presets").glob("*") if p.suffix in DATA_SUFFIXES)
+    presets = sorted({p.stem for root in config_dirs() for p in (root / "presets").glob("*") if p.suffix in DATA_SUFFIXES})
     anchor_licenses = {name: get_anchor(name).weights_license for name in list_anchors()}
     data: dict[str, Any] = {"modalities": list_encoders(), "anchors": list_anchors(), "presets": presets,
                             "anchor_weights_licenses": {k: v for k, v in anchor_licenses.items() if v}}

@@ -9,7 +9,7 @@ NYU-Depth v2 (10 scenes), SUN RGB-D depth (19 scenes), AudioCaps, Clotho, ImageF
 
 from __future__ import annotations
 
-from anybind.config import configs_dir
+from anybind.config import config_dirs
 from anybind.eval.benchmark import evaluate as evaluate
 from anybind.eval.datasets import EvalProtocol as EvalProtocol
 from anybind.eval.datasets import load_protocol as load_protocol
@@ -22,4 +22,4 @@ from anybind.eval.report import to_markdown as to_markdown
 
 def list_datasets() -> list[str]:
     """Names of the evaluation datasets shipped in ``configs/eval/datasets/``."""
-    return sorted(path.stem for path in (configs_dir() / "eval" / "datasets").glob("*.yaml"))
+    return sorted({path.stem for root in config_dirs() for path in (root / "eval" / "datasets").glob("*.yaml")})

@@ -193,14 +193,8 @@ def realistic_grid(points: torch.Tensor, constants: RealisticViews, resolution: 
     return grid.view(batch, views, bins, resolution, resolution)
 
 
-def gaussian_kernel(size: int, sigma: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A normalized ``[size, size]`` Gaussian (sums to 1), centered on the middle cell."""
-    line = gaussian_line(size, sigma, torch.float64)
-    return (line[:, None] * line[None, :]).to(dtype)
-
-
 def gaussian_line(size: int, sigma: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The normalized 1-D factor of `gaussian_kernel` (the 2-D kernel is its outer product)."""
+    """The normalized 1-D Gaussian factor (the 2-D blur kernel is its outer product with itself)."""
     offsets = torch.arange(size, dtype=torch.float64) - size // 2
     line = torch.exp(-(offsets ** 2) / (2 * sigma ** 2))
     return (line / line.sum()).to(dtype)

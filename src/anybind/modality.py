@@ -290,7 +290,3 @@ def describe(value: Any) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
 
-
-def default_batches(count: int, batch_size: int) -> int:
-    """Number of batches needed for `count` items."""
-    return max(1, math.ceil(count / batch_size))

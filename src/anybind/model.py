@@ -406,4 +406,3 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     return batch
 
 
-_to_device = to_device  # former private name, kept for callers inside anybind

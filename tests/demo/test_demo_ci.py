@@ -115,6 +115,29 @@ def test_results_table_layout() -> None:
     assert re.match(r"image→text shape accuracy\s+0\.900\s+-\s+0\.083$", lines[3])
 
 
+@pytest.mark.parametrize(("section", "words"), [
+    ("world: {n_objetcs: 10}", "`world`: unknown key(s) 'n_objetcs' (did you mean 'n_objects'?)"),
+    ("world: {n_objects: 10}\nlit: {epohcs: 2}", "`lit`: unknown key(s) 'epohcs' (did you mean 'epochs'?)"),
+])
+def test_recipe_typo_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, section: str,
+                                       words: str) -> None:
+    import yaml
+
+    from anybind import config
+    from anybind.config import find_named_config, read_data_file
+    from anybind.demo.bundle import load_demo_recipe
+    from anybind.errors import ConfigError
+
+    recipe = read_data_file(find_named_config("demo", "ci", "demo recipe"))
+    recipe.update(yaml.safe_load(section))
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "typo.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr(config, "_added_config_dirs", [tmp_path])
+    with pytest.raises(ConfigError) as raised:
+        load_demo_recipe("typo")
+    assert words in str(raised.value)
+
+
 @pytest.mark.parametrize(("call", "error", "message"), [
     (lambda tmp: build_default_bundle(recipe="no-such-recipe", home=tmp), UnknownNameError, r"no-such-recipe"),
     (lambda tmp: world_dir_of(tmp), InputFileError, r"`bundle_dir`: .* is not a bundle \(no bundle\.json\)"),

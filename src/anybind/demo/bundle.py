@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from anybind.builders import register_builder
-from anybind.config import load_named, to_dict
+from anybind.config import anybind_home, from_dict, load_named, to_dict
 from anybind.errors import InputError
 
 BUNDLE_FOLDER = "bundle"
@@ -35,11 +35,26 @@ class DemoRecipe:
     version: int = 1
 
 
-def anybind_home() -> Path:
-    """anybind's cache folder: ``$ANYBIND_HOME``, default ``~/.cache/anybind``."""
-    from anybind.train.anchor_cache import anybind_home as home
+@dataclass(frozen=True)
+class WorldRecipe:
+    """The ``world:`` section of a demo recipe: `generate_world`'s arguments."""
 
-    return home()
+    n_objects: int
+    seed: int = 0
+    config: str = "default"  # world config name in configs/world/
+    workers: int = 1
+    depth_format: str = "png16"
+
+
+def load_demo_recipe(name: str) -> DemoRecipe:
+    """The demo recipe `name` (configs/demo/), its ``world`` and ``lit`` sections checked by the config
+    parser: a typo is a `ConfigError` naming the key, not a `TypeError` from deep in the build."""
+    from anybind.anchors.lit_training import LiTTrainConfig
+
+    recipe = load_named(DemoRecipe, "demo", name, "demo recipe")
+    from_dict(WorldRecipe, recipe.world, f"demo recipe {name!r}: `world`")
+    from_dict(LiTTrainConfig, recipe.lit, f"demo recipe {name!r}: `lit`")
+    return recipe
 
 
 def recipe_key(recipe: DemoRecipe, anchor: dict[str, Any] | None) -> str:
@@ -72,7 +87,7 @@ def build_default_bundle(rebuild: bool = False, recipe: str = "default", anchor:
     from anybind.model import default_device
 
     device = str(default_device() if device is None else device)
-    recipe_config = load_named(DemoRecipe, "demo", recipe, "demo recipe")
+    recipe_config = load_demo_recipe(recipe)
     for modality in recipe_config.bind:
         if modality not in BOUND_MODALITIES:
             raise InputError(f"demo recipe {recipe!r}: `bind.{modality}`: expected one of {', '.join(BOUND_MODALITIES)}")

@@ -43,7 +43,7 @@ from torch import nn
 
 from anybind.config import to_dict
 from anybind.errors import ConfigError, InputError
-from anybind.model import BoundModel, ModalityConfig, _to_device, build_modality, resolve_device, resolve_spec
+from anybind.model import BoundModel, ModalityConfig, to_device, build_modality, resolve_device, resolve_spec
 from anybind.model import load as load_model
 from anybind.modality import Encoder
 from anybind.train.anchor_cache import AnchorVectorCache, cached_anchor_vectors, embed_partners
@@ -177,7 +177,7 @@ def evaluate(encoder: Encoder, load: Callable[[list[Path]], Any], pairs: list[Pa
         group = pairs[start:start + config.eval.batch_size]
         batch = load([p.input for p in group])
         with autocast(precision, device):
-            chunks.append(F.normalize(encoder(_to_device(batch, device)).float(), dim=-1).cpu())
+            chunks.append(F.normalize(encoder(to_device(batch, device)).float(), dim=-1).cpu())
     encoder.train(was_training)
     metrics = paired_recall(torch.cat(chunks), anchor_vectors, [str(p.input) for p in pairs],
                             [f"{p.partner_kind}:{p.partner}" for p in pairs])
@@ -317,7 +317,7 @@ class BindingRun:
             return
         rows = self.dataset.rows(0)
         rows = rows[:max(2, len(rows) // PROBE_FRACTION)]
-        probe = (_to_device(self.load_inputs([self.train_pairs[i].input for i in rows]), self.device),
+        probe = (to_device(self.load_inputs([self.train_pairs[i].input for i in rows]), self.device),
                  self.anchor_vectors_of(rows))
 
         def time_step(precision: str) -> float:
@@ -369,7 +369,7 @@ class BindingRun:
         chunks, size = [], self.config.eval.batch_size
         unique = list(dict.fromkeys(inputs))
         for start in range(0, len(unique), size):
-            batch = _to_device(self.load_inputs(unique[start:start + size]), self.device)
+            batch = to_device(self.load_inputs(unique[start:start + size]), self.device)
             with autocast(self.precision, self.device):
                 chunks.append(self.encoder.backbone_features(batch).float())
         per_input = torch.cat(chunks)
@@ -388,7 +388,7 @@ class BindingRun:
         if self.input_cache is None:
             return batch
         with torch.no_grad():
-            return self.encoder.front_end(_to_device(batch, torch.device("cpu")))
+            return self.encoder.front_end(to_device(batch, torch.device("cpu")))
 
     def load_inputs(self, paths: list[Path]) -> Any:
         """Like `load_uncached`, through the in-memory cache when ``data.cache_inputs``."""
@@ -475,7 +475,7 @@ class BindingRun:
         else:
             batch, row_tensor = loaded if loaded is not None else self.dataset[micro_step]
             rows = row_tensor.tolist()
-            batch = _to_device(batch, self.device)
+            batch = to_device(batch, self.device)
         return batch, self.anchor_vectors_of(rows)
 
     def anchor_vectors_of(self, rows: list[int]) -> torch.Tensor:

@@ -79,3 +79,57 @@ def test_foreign_folder_and_anchor_change_are_refused(toy, toy_data, base_model,
     (run / "run.json").write_text(text)
     with pytest.raises(AnchorMismatchError, match="cannot resume the run .* trained against anchor"):
         bind(config, resume=True, base_model=base_model)
+
+
+KILL_STEPS = 12
+SLOW_CHILD = """
+import importlib.util, json, sys, time
+spec = importlib.util.spec_from_file_location("anybind_tests_toy_modality", sys.argv[1])
+toy = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = toy
+spec.loader.exec_module(toy)
+forward = toy.ToyMLP.forward
+def slow_forward(self, batch):  # slow steps, so the parent can kill the run between two checkpoints
+    time.sleep(0.15)
+    return forward(self, batch)
+toy.ToyMLP.forward = slow_forward
+from anybind.train import bind
+bind(json.loads(sys.argv[2]))
+"""
+
+
+def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted(toy, toy_data, base_model, tiny_anchor_file,
+                                                                      tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    overrides = {"train": {"steps": KILL_STEPS}, "checkpoint": {"every_steps": 4, "keep_last": 3}}
+    whole = bind(_recipe(toy, toy_data, tiny_anchor_file, tmp_path / "whole", **overrides), base_model=base_model)
+    config = _recipe(toy, toy_data, tiny_anchor_file, tmp_path / "killed", **overrides)
+    metrics = Path(config["output_dir"]) / "metrics.csv"
+    child = subprocess.Popen([sys.executable, "-c", SLOW_CHILD, toy.__file__, json.dumps(config)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not (metrics.exists() and len(read_metrics(metrics.parent)) >= 6):  # past the step-4 checkpoint
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the child run made no progress"
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    killed_at = len(read_metrics(metrics.parent))
+    assert 6 <= killed_at < KILL_STEPS, killed_at  # killed between checkpoints 4 and 8 (or 8 and 12)
+    resumed = bind(config, resume=True, base_model=base_model)
+    assert resumed.step == KILL_STEPS and resumed.bundle_dir is not None
+    expected, got = _final_encoder(whole), _final_encoder(resumed)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-6)
+    rows = read_metrics(resumed.output_dir)
+    assert [int(r["step"]) for r in rows] == list(range(1, KILL_STEPS + 1))  # no duplicated or lost rows
+    assert [r["train_loss"] for r in rows] == pytest.approx([r["train_loss"] for r in read_metrics(whole.output_dir)],
+                                                            rel=1e-5)

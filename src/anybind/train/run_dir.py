@@ -33,6 +33,21 @@ LOCK_FILE = ".lock"
 _held_locks: dict[Path, int] = {}  # resolved run folder -> open descriptor holding its flock
 
 
+def _release_inherited_locks() -> None:
+    """In a forked child (e.g. a DataLoader worker) close the copies of the run-folder lock descriptors:
+    the flock belongs to the open file, so a child outliving a killed trainer would keep the folder locked."""
+    for descriptor in _held_locks.values():
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_release_inherited_locks)
+
+
 def lock_run_folder(folder: Path) -> None:
     """Take the exclusive lock of run folder `folder` for the rest of this process (idempotent).
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import anybind.cli.embed as cli_embed
+import anybind.cli.inputs as cli_embed
 from anybind import Index
 from anybind.cli import main
 

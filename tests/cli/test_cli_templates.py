@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import anybind.cli.embed as cli_embed
+import anybind.cli.inputs as cli_embed
 from anybind.cli import main
 from anybind.config import load_templates
 from anybind.errors import ConfigError, InputFileError

@@ -79,7 +79,7 @@ def test_two_gloo_processes_equal_one_process(inputs: dict[str, list[str]], tmp_
 
 
 def parts_module_model() -> Any:
-    import anybind.cli.embed as cli_embed
+    import anybind.cli.inputs as cli_embed
 
     return cli_embed._load_model("tiny", "cpu")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from anybind.cli.embed import read_inputs
+from anybind.cli.inputs import read_inputs
 from anybind.errors import InputError, InputFileError
 
 

@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from anybind.cli import add_common_options, print_json
-from anybind.cli.embed import add_input_options, check_batch_size, load_model, read_inputs
+from anybind.cli.inputs import add_input_options, check_batch_size, load_model, read_inputs
 from anybind.errors import InputError
 
 

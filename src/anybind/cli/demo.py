@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from anybind.demo.real import real_table, real_to_json
     from anybind.demo.report import evaluation_to_json, results_table, write_report
 
-    from anybind.cli.embed import check_batch_size
+    from anybind.cli.inputs import check_batch_size
 
     batch_size = check_batch_size(args)
     start = time.perf_counter()

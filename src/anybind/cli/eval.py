@@ -41,7 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print a markdown table (or the JSON report with ``--json``)."""
     from anybind.atomic import atomic_write_json
-    from anybind.cli.embed import check_batch_size
+    from anybind.cli.inputs import check_batch_size
     from anybind.eval import evaluate, to_markdown
 
     report = evaluate(args.dataset, args.root, args.model, split=args.split, variant=args.variant,

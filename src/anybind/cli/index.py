@@ -15,14 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from anybind.cli import add_common_options, print_json
-from anybind.cli.embed import (
-    add_input_options,
-    add_scale_options,
-    check_batch_size,
-    embed_into_index,
-    load_model_for_index,
-    read_inputs,
-)
+from anybind.cli.inputs import add_input_options, check_batch_size, load_model_for_index, read_inputs
+from anybind.cli.sharded import add_scale_options, embed_into_index
 from anybind.errors import InputError
 
 
@@ -106,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.index_command == "export":
         return _export(args)
     elif args.index_command == "merge":
-        from anybind.cli.embed import _merge
+        from anybind.cli.sharded import _merge
 
         options = _faiss_options(args)
         summary = {"path": args.path, **_merge(Path(args.parts), args.path, args.backend, options, args)}

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from anybind.config import load_named
-from anybind.errors import InputError, InputFileError
+from anybind.errors import ConfigError, InputError, InputFileError
 
 if TYPE_CHECKING:
     from anybind.anchor import Anchor
@@ -210,12 +210,18 @@ class Encoder(nn.Module, abc.ABC):
 
     def backbone_features(self, batch: Batch) -> torch.Tensor:
         """``[B, ...]`` per-item output of everything before the head (one row per item), such that
-        ``forward(batch) == forward_head(backbone_features(batch))``. Only when `splits_head`."""
-        raise NotImplementedError(f"encoder {type(self).__name__} does not split its head (splits_head is False)")
+        ``forward(batch) == forward_head(backbone_features(batch))``. Only when `splits_head`;
+        otherwise a `ConfigError` (the trainer then recomputes the backbone every step)."""
+        raise self._no_head_split()
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, ...]`` `backbone_features` -> ``[B, D]`` features (not yet normalized). Only when `splits_head`."""
-        raise NotImplementedError(f"encoder {type(self).__name__} does not split its head (splits_head is False)")
+        raise self._no_head_split()
+
+    def _no_head_split(self) -> ConfigError:
+        return ConfigError(f"encoder {type(self).__name__} does not split backbone and head (`splits_head` is "
+                           "False), so its backbone features cannot be cached: set `data.cache_features: false` "
+                           "or implement `backbone_features` and `forward_head`")
 
     def head_parameters(self) -> list[nn.Parameter]:
         """The parameters of the head (what ``train: head`` optimizes)."""

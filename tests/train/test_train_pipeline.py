@@ -92,3 +92,14 @@ def test_precision_auto_rule(monkeypatch, requested: str, timings: dict, native:
     chosen, reason = choose_precision(requested, torch.device("cpu"), time_step)
     assert chosen == expected and words in reason
     assert bool(calls) == (requested == "auto" and native)  # timed only when it decides
+
+
+def test_encoder_without_a_head_split_says_how_to_proceed(toy, base_model) -> None:  # type: ignore[no-untyped-def]
+    from anybind.errors import ConfigError
+    from anybind.model import build_modality
+
+    encoder = build_modality(toy.NAME, {}, base_model.anchor).encoder
+    assert encoder.splits_head is False
+    for call in (lambda: encoder.backbone_features(torch.zeros(2, 64)), lambda: encoder.forward_head(torch.zeros(2, 4))):
+        with pytest.raises(ConfigError, match=r"ToyMLP does not split backbone and head .*`data.cache_features: false`"):
+            call()

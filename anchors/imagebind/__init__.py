@@ -206,7 +206,8 @@ def tower_from_anchor(anchor: Anchor, modality: str, argument: str) -> PatchTowe
 class ImageBindTowerEncoder(Encoder):
     """Base of the ``imagebind`` encoders: one ImageBind tower taken from the anchor's checkpoint.
 
-    Subclasses set `tower_modality` (the ImageBind modality name) and implement `forward`.
+    Subclasses set `tower_modality` (the ImageBind modality name); those whose loader gives a batch
+    other than the tower's input tensor override `forward`.
     ``train: head`` trains the tower's final projection (`head_parameters`).
     """
 
@@ -216,6 +217,10 @@ class ImageBindTowerEncoder(Encoder):
     def __init__(self, config: Any, context: EncoderContext) -> None:
         super().__init__(config, context)
         self.tower = tower_from_anchor(context.anchor, self.tower_modality, f"modalities.{self.tower_modality}.encoder")
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """The tower's input tensor (thermal ``[B, 1, S, S]``, IMU ``[B, 6, 2000]``) -> ``[B, D]``."""
+        return self.tower(batch)
 
     def head_parameters(self) -> list[torch.nn.Parameter]:
         """The tower's output projection (what ``train: head`` optimizes)."""

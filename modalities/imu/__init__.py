@@ -104,7 +104,3 @@ class ImageBindImuEncoder(ImageBindTowerEncoder):
 
     Config = NoConfig
     tower_modality = "imu"
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """``[B, 6, 2000]`` -> ``[B, D]``."""
-        return self.tower(batch)

@@ -131,7 +131,3 @@ class ImageBindThermalEncoder(ImageBindTowerEncoder):
 
     Config = NoConfig
     tower_modality = "thermal"
-
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """``[B, 1, S, S]`` -> ``[B, D]``."""
-        return self.tower(batch)

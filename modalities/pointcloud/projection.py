@@ -26,9 +26,7 @@ thread the OS has descheduled (on a busy machine that stall, once per op, made o
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +36,7 @@ import torch.nn.functional as F
 
 from anybind.errors import InputError
 from anybind.modalities.pointcloud.config import PointCloudPreprocess, PointCLIPViews, RealisticViews, load_preprocess
+from anybind.workers import single_threaded_pool
 
 Method = Literal["pointclip", "realistic"]
 METHODS: tuple[str, ...] = ("pointclip", "realistic")
@@ -45,8 +44,6 @@ Views = Sequence[int] | torch.Tensor | None
 # V2 post-processing runs over this many cloud-views at a time: the dense voxel grids of a chunk
 # stay in CPU cache, which is several times faster than one pass over the whole batch.
 REALISTIC_CHUNK = 8
-_POOL_LOCK = threading.Lock()
-_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool) of single-threaded projection workers
 
 
 def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
@@ -255,28 +252,6 @@ def realistic_image(grid: torch.Tensor, constants: RealisticViews) -> torch.Tens
     return 1 - squeezed / peak
 
 
-def _single_threaded_worker() -> None:
-    torch.get_num_threads()  # let torch initialize this thread's settings first, or it would overwrite ours
-    torch.set_num_threads(1)
-
-
-def projection_pool(workers: int) -> ThreadPoolExecutor:
-    """The process-wide pool of `workers` threads that run torch single-threaded (made on first use)."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != workers:
-            if _POOL is not None:
-                _POOL[1].shutdown(wait=False)
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="anybind-projection",
-                                      initializer=_single_threaded_worker)
-            started = threading.Barrier(workers)
-            list(pool.map(lambda _: started.wait(), range(workers)))  # start (and initialize) every worker now
-            # A worker's set_num_threads(1) also lowered torch's process default; give it back.
-            torch.set_num_threads(workers)
-            _POOL = (workers, pool)
-        return _POOL[1]
-
-
 def _realistic_chunk(points: torch.Tensor, constants: RealisticViews, resolution: int, size: int | None,
                      grad: bool, inference: bool) -> torch.Tensor:
     """``[c, 1, N, 3]`` view-frame clouds -> ``[c, 1, H, W]`` V2 images (resized to `size` if given)."""
@@ -295,7 +270,7 @@ def realistic_images(points: torch.Tensor, constants: RealisticViews, resolution
     Equals ``realistic_image(realistic_grid(points, ...), ...)`` (then resized to `size` with the
     configured interpolation), computed `REALISTIC_CHUNK` cloud-views at a time so peak memory
     stays bounded and the grids stay in cache. On CPU with several torch threads the chunks run
-    on `projection_pool` workers, each single-threaded.
+    on `anybind.workers.single_threaded_pool` workers, each single-threaded.
     """
     batch, views, count, _ = points.shape
     flat = points.reshape(batch * views, 1, count, 3)
@@ -305,7 +280,7 @@ def realistic_images(points: torch.Tensor, constants: RealisticViews, resolution
     if points.device.type != "cpu" or workers < 2:
         images = [_realistic_chunk(chunk, constants, resolution, size, *modes) for chunk in chunks]
     else:
-        pool = projection_pool(torch.get_num_threads())
+        pool = single_threaded_pool(torch.get_num_threads())
         images = list(pool.map(lambda chunk: _realistic_chunk(chunk, constants, resolution, size, *modes), chunks))
     return torch.cat(images).view(batch, views, *images[0].shape[-2:])
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from anybind.index.exact import StreamingTopK, exact_search, masked_scores
+from anybind.index.exact import exact_search, lanes_top_k
 from anybind.index.kernels import ScanChoice, choose_scan_path
 from anybind.index.vectors import VectorStore
 
-CHUNK_ROWS = 16384  # index rows per packed block
+CHUNK_ROWS = 8192  # index rows per packed block
 QUERY_BLOCK = 1024  # queries per scan
 SHORTLIST_PER_RESULT = 10  # shortlist = this many candidates per requested result...
 MIN_SHORTLIST = 100  # ...but at least this many
@@ -97,11 +97,9 @@ class LowPrecisionScan:
 
     def _shortlist(self, block: torch.Tensor, shortlist: int,
                    row_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        top = StreamingTopK(len(block), shortlist)
-        for packed in self.blocks or []:
-            scores = self.choice.kernel.scores(block, packed.packed)
-            top.push(masked_scores(scores, row_mask, packed.start), packed.start)
-        return top.result()
+        kernel = self.choice.kernel
+        return lanes_top_k(((packed.start, packed.packed) for packed in self.blocks or []),
+                           lambda packed: kernel.scores(block, packed), len(block), shortlist, row_mask)
 
     def _rerank(self, block: torch.Tensor, approximate: torch.Tensor, positions: torch.Tensor, k: int,
                 complete: bool, row_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -218,14 +218,14 @@ def test_pointclip_matches_golden_output_of_the_official_code() -> None:
 
 
 def test_realistic_pool_matches_one_thread_and_keeps_the_callers_thread_count() -> None:
-    from anybind.modalities.pointcloud.projection import projection_pool
+    from anybind.workers import single_threaded_pool
 
     clouds = torch.stack([sphere(400, 8), cube_surface(400, 9), sphere(400, 10) * 0.7])
     inline = project_to_views(clouds, "realistic", size=40)  # the modality conftest runs tests with 1 thread
     torch.set_num_threads(2)
     pooled = project_to_views(clouds, "realistic", size=40)
     assert torch.get_num_threads() == 2
-    assert list(projection_pool(2).map(lambda _: torch.get_num_threads(), range(4))) == [1, 1, 1, 1]
+    assert list(single_threaded_pool(2).map(lambda _: torch.get_num_threads(), range(4))) == [1, 1, 1, 1]
     torch.testing.assert_close(pooled, inline, rtol=0, atol=0)
     with torch.inference_mode():
         assert project_to_views(clouds[:1], "realistic").shape == (1, 10, 3, 110, 110)

@@ -6,7 +6,8 @@ with the same thread count, batch size and number of optimizer steps:
 (a) peer: a plain script -- decode every WAV and compute its log-mel once into one tensor, embed
     the images with the frozen anchor, train the same tower as the `cnn` encoder (input batch
     norm, conv/BN/ReLU/avg-pool stages, mean+max pooling, linear head) with symmetric InfoNCE
-    and AdamW + warmup/cosine, evaluate R@1;
+    and AdamW + warmup/cosine, evaluate R@1; it starts from the same initial weights and takes
+    the same batch order as (b), so the R@1 comparison is not a seed-to-seed lottery;
 (b) `anybind train` with the shipped recipe `configs/recipes/audio-cnn.yaml` (batch size, steps
     and warmup set as in the peer), first run: empty caches (a fresh $ANYBIND_HOME);
 (c) the same run again: warm input, anchor-vector and precision caches.
@@ -93,6 +94,25 @@ class PeerTower(nn.Module):
         return self.head(self.dropout(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)))
 
 
+def copy_initial_weights(tower: PeerTower, model: Any, recipe: dict) -> None:
+    """Start the peer from the weights `anybind train` starts from (the recipe's encoder, seeded the same).
+
+    With the same start and the same batch order (a seeded shuffle per epoch, as both use seed 0),
+    the two runs do the same math, so their final R@1 differs only by dropout draws and rounding:
+    a seed-to-seed spread on ~100 validation rows would otherwise hide any real difference.
+    The two modules list the same tensors in the same order (checked by shape).
+    """
+    from anybind.model import ModalityConfig, build_modality
+
+    entry = ModalityConfig(encoder=recipe["encoder"], encoder_args=dict(recipe["encoder_args"]),
+                           preprocess=recipe["preprocess"], seed=recipe.get("seed", 0))
+    encoder = build_modality("audio", entry, model.anchor, None).encoder
+    theirs = encoder.state_dict()
+    ours = tower.state_dict()
+    assert [v.shape for v in ours.values()] == [v.shape for v in theirs.values()], "peer tower differs from cnn"
+    tower.load_state_dict(dict(zip(ours, theirs.values())))
+
+
 def peer_log_mels(paths: list[Path], pre: dict[str, Any]) -> torch.Tensor:
     """Decode every clip, repeat-pad to the window, log-mel once: ``[N, 1, frames, mel_bins]``."""
     import soundfile
@@ -135,6 +155,7 @@ def run_peer(model: Any, pairs: list[tuple[Path, Path]], val: list[tuple[Path, P
     train_anchors, val_anchors = anchors[:len(pairs)], anchors[len(pairs):]
     features_done = time.perf_counter()
     tower = PeerTower(pre["mel_bins"], channels, anchors.shape[1], recipe["encoder_args"].get("dropout", 0.0))
+    copy_initial_weights(tower, model, recipe)
     log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     train = recipe["train"]
     decay = [p for p in tower.parameters() if p.ndim >= 2]

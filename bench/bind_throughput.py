@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn
+from machine import describe_machine  # bench/machine.py
 
 SAMPLE_RATE = 16000
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "recipes" / "audio-cnn.yaml"
@@ -213,19 +213,6 @@ def run_anybind(recipe: dict, model: Any) -> dict[str, float]:
             "median_step": statistics.median(result.step_seconds)}
 
 
-def machine() -> str:
-    """CPU model, relevant flags, core count and load average."""
-    model, flags = platform.processor() or "?", ""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        present = set(next(line for line in info.splitlines() if line.startswith("flags")).split())
-        flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16") if f in present)
-    except (OSError, StopIteration):
-        pass
-    return f"{model} [{flags}], {os.cpu_count()} cores, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}"
-
-
 def main() -> None:
     """Build the data set, run the peer, anybind cold and warm, and the frozen-head comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -245,7 +232,7 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="    %(name)s: %(message)s")
     logging.getLogger("anybind.train").setLevel(logging.INFO)
-    print(f"machine: {machine()}; torch {torch.__version__}, {args.threads} threads")
+    print(f"machine: {describe_machine()}; {args.threads} threads")
     started = time.perf_counter()
     manifest = write_pairs(work / "data", args.pairs)
     print(f"data: {args.pairs} pairs of 1 s clips + 64x64 images in {time.perf_counter() - started:.1f}s ({work})")
@@ -292,7 +279,7 @@ def main() -> None:
           f"(whole run {recomputed['seconds']:.1f}s)")
     print(f"ratio frozen-head cached/recomputed: {recomputed['median_step'] / cached['median_step']:.1f}x per step, "
           f"{recomputed['seconds'] / cached['seconds']:.1f}x whole run of {args.head_steps} steps (goal >= 10x)")
-    print(f"machine at the end: {machine()}")
+    print(f"machine at the end: {describe_machine()}")
 
 
 if __name__ == "__main__":

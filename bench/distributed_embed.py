@@ -20,18 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def cpu_model() -> str:
-    """The CPU model name and its vector extensions (from /proc/cpuinfo)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile") if f in flags]
-    return f"{name} ({os.cpu_count()} logical CPUs; {' '.join(wanted)})"
+from machine import describe_machine  # bench/machine.py
 
 
 def make_images(folder: Path, count: int) -> None:
@@ -66,7 +55,7 @@ def main() -> None:
 
     from anybind import Index
 
-    print(f"CPU: {cpu_model()}; machine shared with other jobs: timings are indicative")
+    print(f"CPU: {describe_machine()}; machine shared with other jobs: timings are indicative")
     devices = [("cpu", "cpu")] + ([("cuda", "cuda")] if torch.cuda.device_count() >= 2 else [])
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)

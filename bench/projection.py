@@ -38,6 +38,7 @@ import anybind
 from anybind.modalities.pointcloud.config import load_preprocess
 from anybind.modalities.pointcloud.projection import (REALISTIC_CHUNK, method_views, project_to_views, realistic_grid,
                                                       realistic_image, rotate_into_views, view_rotations)
+from machine import timed_runs  # bench/machine.py
 
 REFERENCE_FILE = "zeroshot_cls/trainers/mv_utils_zs.py"  # the official zero-shot realistic projection
 
@@ -46,17 +47,6 @@ def unit_clouds(count: int, points: int, seed: int = 0) -> torch.Tensor:
     """``[count, points, 3]`` random clouds scaled into the unit sphere."""
     clouds = torch.randn(count, points, 3, generator=torch.Generator().manual_seed(seed)) * torch.tensor([1.0, 0.6, 0.3])
     return clouds / clouds.norm(dim=-1, keepdim=True).amax(dim=1, keepdim=True)
-
-
-def call_seconds(work: Callable[[], object], calls: int) -> list[float]:
-    """Seconds of each of `calls` timed runs of `work` (after one warm-up run)."""
-    work()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def p95(values: list[float]) -> float:
@@ -160,8 +150,8 @@ def bench_speed(clouds: torch.Tensor, size: int, reference: Path | None, calls: 
     else:
         name = "per-view loop of anybind (pass --reference PATH for the official code)"
         peer = lambda: per_view_loop(clouds, size)  # noqa: E731
-    fast = statistics.median(call_seconds(ours, calls))
-    slow = statistics.median(call_seconds(peer, max(1, calls // 4)))
+    fast = statistics.median(timed_runs(ours, calls))
+    slow = statistics.median(timed_runs(peer, max(1, calls // 4)))
     count = len(clouds)
     print(f"  anybind batched: {count / fast:8.1f} clouds/s | {name}: {count / slow:8.1f} clouds/s | "
           f"ratio {slow / fast:5.1f}x")
@@ -172,9 +162,9 @@ def bench_steadiness(clouds: torch.Tensor, size: int, calls: int, hogs: int) -> 
     paths = {"anybind (single-threaded workers)": lambda: project_to_views(clouds, "realistic", size=size),
              "threaded torch ops (previous)": lambda: threaded_ops(clouds, size)}
     for name, work in paths.items():
-        quiet = call_seconds(work, calls)
+        quiet = timed_runs(work, calls)
         with cpu_hogs(hogs):
-            loaded = call_seconds(work, calls)
+            loaded = timed_runs(work, calls)
         ratio = p95(loaded) / statistics.median(quiet)
         print(f"  {name:<34} quiet median {statistics.median(quiet):6.3f}s p95 {p95(quiet):6.3f}s | "
               f"with {hogs} hog(s): median {statistics.median(loaded):6.3f}s p95 {p95(loaded):6.3f}s | "
@@ -190,8 +180,8 @@ def bench_embed_share(clouds: torch.Tensor, repeats: int) -> None:
     encoder = model.encoder("pointcloud")
     with torch.inference_mode():
         batch = model.bound("pointcloud").modality.load(list(clouds))
-        render = min(call_seconds(lambda: encoder.render(batch), repeats))
-    total = min(call_seconds(lambda: model.embed("pointcloud", clouds, batch_size=len(clouds)), repeats))
+        render = min(timed_runs(lambda: encoder.render(batch), repeats))
+    total = min(timed_runs(lambda: model.embed("pointcloud", clouds, batch_size=len(clouds)), repeats))
     print(f"full embed, ViT-B-32 random init at 224 px, realistic, {len(clouds)} clouds x {encoder.num_views} views: "
           f"{total / len(clouds) * 1000:.0f} ms/cloud; projection {render / len(clouds) * 1000:.1f} ms/cloud = "
           f"{100 * render / total:.1f}% of the embed")

@@ -13,25 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 
 import torch
-
-
-def cpu_description() -> str:
-    """CPU model and the vector extensions torch can use."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}; torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+from machine import describe_machine  # bench/machine.py
 
 
 def images_per_second(forward: object, pixels: torch.Tensor, repeats: int = 3) -> float:
@@ -55,7 +41,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.cold:
         os.environ["ANYBIND_HOME"] = tempfile.mkdtemp(prefix="anybind-bench-")
-    print(f"CPU: {cpu_description()}; threads {args.threads}; load average {os.getloadavg()[0]:.1f} at start")
+    print(f"CPU: {describe_machine()}; threads {args.threads}; load average {os.getloadavg()[0]:.1f} at start")
 
     from anybind.demo.real import evaluate_real, real_table
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from machine import timed_runs  # bench/machine.py
 
 ENGINES = {"anybind-exact": "anybind", "anybind-fast": "anybind", "faiss-flatip": "faiss"}
 
@@ -62,13 +63,7 @@ def best_core_seconds(work: Any, repeats: int, threads: int) -> float:
     CPU time counts only the time this process ran, so on a shared machine it estimates what
     the run would take with `threads` cores to itself.
     """
-    work()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        work()
-        times.append(time.process_time() - start)
-    return min(times) / threads
+    return min(timed_runs(work, repeats, time.process_time)) / threads
 
 
 def measure_roofline(dim: int, threads: int) -> dict[str, float]:

@@ -14,12 +14,11 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import torch
 
 from anybind.anchor import Anchor, AnchorIdentity, ImagePreprocess, sha256_file, sha256_state_dict
-from anybind.config import from_dict
 from anybind.errors import CheckpointError, ConfigError, InputFileError, UnknownNameError, unknown_name_message
 from anybind.registry import register_anchor
 from anybind.weights import seeded
@@ -163,15 +162,7 @@ class OpenCLIPAnchor(Anchor):
         name = config.name or (model_name if not overrides else
                                f"{model_name}+{hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]}")
         self.identity = AnchorIdentity(kind="openclip", config=name, tag=tag, weights_sha256=sha)
-        spec: dict[str, Any] = {"kind": "openclip"}
-        spec.update({k: v for k, v in vars(config).items() if v is not None})
-        self.spec = spec
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], base_dir: Path | None = None) -> OpenCLIPAnchor:
-        """Build from an ``anchor:`` mapping (``kind: openclip`` plus `OpenCLIPAnchorConfig` fields)."""
-        fields = {k: v for k, v in spec.items() if k != "kind"}
-        return cls(from_dict(OpenCLIPAnchorConfig, fields, "`anchor` (openclip)"), base_dir=base_dir)
+        self.spec = self.spec_of(config)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` normalized pixels -> ``[B, D]`` open_clip image features."""

@@ -72,6 +72,10 @@ class MaterialConfig:
     sound: MaterialSound
 
 
+# An object attribute -> the `WorldConfig` field whose keys are its names.
+ATTRIBUTE_FIELDS = {"shape": "shapes", "material": "materials", "colour": "colours", "size": "sizes"}
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """Everything the world generator reads (see ``configs/world/default.yaml``)."""
@@ -91,25 +95,12 @@ class WorldConfig:
     caption_templates: tuple[str, ...]
     version: int = 1
 
-    @property
-    def shape_names(self) -> tuple[str, ...]:
-        """Shape class names in config order."""
-        return tuple(self.shapes)
-
-    @property
-    def material_names(self) -> tuple[str, ...]:
-        """Material names in config order."""
-        return tuple(self.materials)
-
-    @property
-    def colour_names(self) -> tuple[str, ...]:
-        """Colour names in config order."""
-        return tuple(self.colours)
-
-    @property
-    def size_names(self) -> tuple[str, ...]:
-        """Size words in config order (small to large)."""
-        return tuple(self.sizes)
+    def class_names(self, attribute: str) -> tuple[str, ...]:
+        """The names of `attribute` ("shape", "material", "colour" or "size") in config order (sizes: small to
+        large)."""
+        if attribute not in ATTRIBUTE_FIELDS:
+            raise ConfigError(f"`attribute`: expected one of {', '.join(ATTRIBUTE_FIELDS)}, got {attribute!r}")
+        return tuple(getattr(self, ATTRIBUTE_FIELDS[attribute]))
 
 
 def load_world_config(name_or_mapping: str | Mapping[str, Any] = "default") -> WorldConfig:

@@ -134,3 +134,21 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
 def test_bad_world_calls(world: World, call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InputError, match=message):
         call(world)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('\n{not json\n', r"world manifest '.*train.jsonl' line 2: not valid JSON"),
+    ('\n["a", "list"]\n', r"world manifest '.*train.jsonl' line 2: expected a JSON object, got list"),
+])
+def test_bad_world_manifest_lines(tmp_path, text: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(text)
+    with pytest.raises(InputError, match=message):
+        read_objects(manifest)
+
+
+def test_class_names_follow_config_order(world: World) -> None:
+    config = world.config
+    assert config.class_names("size") == tuple(config.sizes) and world.class_names("shape") == tuple(config.shapes)
+    with pytest.raises(Exception, match=r"`attribute`: expected one of shape, material, colour, size, got 'weight'"):
+        config.class_names("weight")

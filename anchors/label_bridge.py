@@ -24,22 +24,19 @@ the bridge settings.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from anybind.anchor import Anchor, AnchorIdentity
 from anybind.anchors.image_classifier import FrozenImageClassifier, load_classifier_config
-from anybind.anchors.lit import MINILM_PACKAGE, load_text_model, mean_pool, resolve_text_model
-from anybind.config import from_dict
-from anybind.errors import ConfigError, InputError
+from anybind.anchors.lit import MINILM_PACKAGE, SentenceEncoderText
+from anybind.errors import ConfigError
 from anybind.packaged_weights import file_sha256
 from anybind.registry import register_anchor
 
@@ -115,7 +112,7 @@ def label_text_vectors(anchor: Anchor, names: Sequence[str], template: str) -> t
 
 
 @register_anchor("label-bridge")
-class LabelBridgeAnchor(Anchor):
+class LabelBridgeAnchor(SentenceEncoderText, Anchor):
     """A frozen pretrained classifier + a frozen sentence encoder joined by ConSE (module docstring)."""
 
     Config = LabelBridgeConfig
@@ -129,11 +126,7 @@ class LabelBridgeAnchor(Anchor):
         self.classifier = FrozenImageClassifier(classifier_config)
         self.labels = load_class_list(classifier_config.labels).classes
         check_bridge_settings(config.top_t, config.label_template, len(self.labels), "`anchor` (label-bridge)")
-        folder = resolve_text_model(config.text_model, base_dir)
-        text_model, self._tokenizer, text_sha, self.max_tokens = load_text_model(str(folder))
-        self.text_model = copy.deepcopy(text_model)
-        self.text_model.requires_grad_(False)
-        self.dim = int(self.text_model.config.hidden_size)
+        folder, text_sha = self.load_text_side(config.text_model, base_dir)
         self.logit_scale = float(config.logit_scale)
         self.image_preprocess = classifier_config.image_preprocess
         self.weights = classifier_config.packaged_weights
@@ -151,13 +144,7 @@ class LabelBridgeAnchor(Anchor):
         self.freeze()
         self.register_buffer("label_vectors", label_text_vectors(self, self.labels, config.label_template),
                              persistent=False)
-        self.spec = {"kind": "label-bridge", **{k: v for k, v in asdict(config).items() if v is not None}}
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], base_dir: Path | None = None) -> LabelBridgeAnchor:
-        """Build from an ``anchor:`` mapping (``kind: label-bridge`` plus `LabelBridgeConfig` fields)."""
-        fields = {k: v for k, v in spec.items() if k != "kind"}
-        return cls(from_dict(LabelBridgeConfig, fields, "`anchor` (label-bridge)"), base_dir=base_dir)
+        self.spec = self.spec_of(config)
 
     def label_probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` normalized pixels -> ``[B, C]`` the classifier's softmax over its labels."""
@@ -166,14 +153,3 @@ class LabelBridgeAnchor(Anchor):
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` normalized pixels -> ``[B, D]`` ConSE vectors (not yet normalized)."""
         return convex_combination(self.label_probabilities(pixels), self.label_vectors, self.config.top_t)
-
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Strings -> the text model's WordPiece tokens (dict of ``[B, L]`` tensors, padded, truncated)."""
-        return dict(self._tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
-                                    return_tensors="pt"))
-
-    def encode_tokens(self, tokens: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        """Tokens from `tokenize` -> ``[B, D]`` mean-pooled text features."""
-        if not isinstance(tokens, Mapping):
-            raise InputError(f"`tokens`: expected the dict returned by `tokenize`, got {type(tokens).__name__}")
-        return mean_pool(self.text_model(**tokens).last_hidden_state, tokens["attention_mask"])

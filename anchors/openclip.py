@@ -11,15 +11,15 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import torch
 
 from anybind.anchor import Anchor, AnchorIdentity, ImagePreprocess, sha256_file, sha256_state_dict
-from anybind.config import from_dict
 from anybind.errors import CheckpointError, ConfigError, InputFileError, UnknownNameError, unknown_name_message
 from anybind.registry import register_anchor
 from anybind.weights import seeded
@@ -163,15 +163,7 @@ class OpenCLIPAnchor(Anchor):
         name = config.name or (model_name if not overrides else
                                f"{model_name}+{hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]}")
         self.identity = AnchorIdentity(kind="openclip", config=name, tag=tag, weights_sha256=sha)
-        spec: dict[str, Any] = {"kind": "openclip"}
-        spec.update({k: v for k, v in vars(config).items() if v is not None})
-        self.spec = spec
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], base_dir: Path | None = None) -> OpenCLIPAnchor:
-        """Build from an ``anchor:`` mapping (``kind: openclip`` plus `OpenCLIPAnchorConfig` fields)."""
-        fields = {k: v for k, v in spec.items() if k != "kind"}
-        return cls(from_dict(OpenCLIPAnchorConfig, fields, "`anchor` (openclip)"), base_dir=base_dir)
+        self.spec = self.spec_of(config)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` normalized pixels -> ``[B, D]`` open_clip image features."""
@@ -186,27 +178,35 @@ class OpenCLIPAnchor(Anchor):
         return self.model.encode_text(tokens)
 
 
+# One entry of torch's load_state_dict RuntimeError (torch/nn/modules/module.py wording).
+_TORCH_SIZE_MISMATCH = re.compile(r"size mismatch for (?P<key>\S+): copying a param with shape "
+                                  r"torch\.Size\(\[(?P<given>[^\]]*)\]\) from checkpoint, the shape in current "
+                                  r"model is torch\.Size\(\[(?P<model>[^\]]*)\]\)")
+
+
+def _size(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in text.split(",") if n.strip())
+
+
 def _load_checkpoint(model: torch.nn.Module, path: Path) -> None:
     """Load an open_clip checkpoint file strictly, naming missing/unexpected keys on mismatch."""
     import open_clip
 
-    from anybind.weights import explain_torch_load_error
+    from anybind.weights import explain_torch_load_error, format_mismatch, shape_mismatch
 
     try:
         result = open_clip.load_checkpoint(model, str(path), strict=False, weights_only=True)
     except RuntimeError as error:
         text = str(error)
-        if "size mismatch" in text:
-            lines = [line.strip() for line in text.splitlines() if "size mismatch" in line]
-            raise CheckpointError(
-                f"checkpoint {str(path)!r} does not match the anchor config: {'; '.join(lines[:5])}") from None
+        if "size mismatch" in text:  # torch stops at shapes before reporting keys: only the shapes are known
+            shapes = [shape_mismatch(m["key"], _size(m["given"]), _size(m["model"]))
+                      for m in _TORCH_SIZE_MISMATCH.finditer(text)]
+            raise CheckpointError(f"checkpoint {str(path)!r} does not match the anchor config: "
+                                  f"{format_mismatch([], [], shapes or [text.strip()])}") from None
         raise CheckpointError(f"checkpoint {str(path)!r} could not be loaded: "
                               f"{explain_torch_load_error(error)}") from None
     except Exception as error:  # unpickling refused, corrupt zip, ...
         raise CheckpointError(f"checkpoint {str(path)!r} could not be read: {explain_torch_load_error(error)}") from None
-    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} does not match the anchor config: missing keys "
-            f"{missing[:8]}{' ...' if len(missing) > 8 else ''}, unexpected keys "
-            f"{unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+    mismatch = format_mismatch(result.missing_keys, result.unexpected_keys)
+    if mismatch:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not match the anchor config: {mismatch}")

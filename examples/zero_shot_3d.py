@@ -7,16 +7,11 @@ saw text. Builds the default bundle first if it is not cached (about 5 minutes o
 Run: python examples/zero_shot_3d.py [--recipe default]
 """
 
-import argparse
 from collections import Counter
 
-from anybind.demo import load_demo_world
+from anybind.demo import demo_world_from_command_line
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--recipe", default="default", help="demo recipe of the bundle (configs/demo/)")
-args = parser.parse_args()
-
-demo = load_demo_world(args.recipe)
+demo = demo_world_from_command_line(__doc__)
 model, objects = demo.model, demo.test_objects
 classes = demo.classes
 

@@ -35,7 +35,7 @@ from anybind.anchors.imagebind.checkpoint import (
     read_checkpoint,
     split_by_modality,
 )
-from anybind.config import anybind_home, from_dict, load_named
+from anybind.config import anybind_home, load_named
 from anybind.errors import CheckpointError, InputFileError, UnknownNameError
 from anybind.modality import Encoder, EncoderContext, NoConfig
 from anybind.registry import register_anchor
@@ -132,15 +132,7 @@ class ImageBindAnchor(Anchor):
         self.identity = AnchorIdentity(kind="imagebind", config=name,
                                        tag=self.checkpoint_path.name if self.checkpoint_path else None,
                                        weights_sha256=sha)
-        spec: dict[str, Any] = {"kind": "imagebind"}
-        spec.update({k: v for k, v in vars(config).items() if v is not None})
-        self.spec = spec
-
-    @classmethod
-    def from_spec(cls, spec: Mapping[str, Any], base_dir: Path | None = None) -> ImageBindAnchor:
-        """Build from an ``anchor:`` mapping (``kind: imagebind`` plus `ImageBindAnchorConfig` fields)."""
-        fields = {k: v for k, v in spec.items() if k != "kind"}
-        return cls(from_dict(ImageBindAnchorConfig, fields, "`anchor` (imagebind)"), base_dir=base_dir)
+        self.spec = self.spec_of(config)
 
     @property
     def checkpoint_modalities(self) -> list[str]:

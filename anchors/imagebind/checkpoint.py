@@ -17,6 +17,7 @@ from torch import nn
 
 from anybind.anchors.imagebind.architecture import fold_video_stem
 from anybind.errors import CheckpointError, InputFileError
+from anybind.weights import format_mismatch, shape_mismatch
 
 MODALITIES = ("vision", "text", "audio", "depth", "thermal", "imu")
 GROUPS = ("modality_preprocessors", "modality_trunks", "modality_heads", "modality_postprocessors")
@@ -108,19 +109,13 @@ def load_tower(tower: nn.Module, modality: str, state: Mapping[str, torch.Tensor
             continue
         renamed[ours] = fold_video_stem(value) if modality == "vision" and ours == "stem.weight" and value.ndim == 5 \
             else value
-    missing = sorted(_rename(k, pairs, reverse=True) or k for k in expected if k not in renamed)
-    shapes = [f"{_rename(k, pairs, reverse=True)}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+    missing = [_rename(k, pairs, reverse=True) or k for k in expected if k not in renamed]
+    shapes = [shape_mismatch(_rename(k, pairs, reverse=True) or k, v.shape, expected[k].shape)
               for k, v in sorted(renamed.items()) if v.shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:6]}{' ...' if len(missing) > 6 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {sorted(unexpected)[:6]}{' ...' if len(unexpected) > 6 else ''}")
-        if shapes:
-            parts.append(f"shape mismatches (first {min(len(shapes), 4)} of {len(shapes)}): {'; '.join(shapes[:4])}")
-        raise CheckpointError(f"{source}: the {modality} tower does not match the architecture config: "
-                              + ", ".join(parts) + " (is `anchor.architecture` right for this checkpoint?)")
+    mismatch = format_mismatch(missing, unexpected, shapes)
+    if mismatch:
+        raise CheckpointError(f"{source}: the {modality} tower does not match the architecture config: {mismatch} "
+                              "(is `anchor.architecture` right for this checkpoint?)")
     # Share the checkpoint's storage (no second copy of a multi-GB file) unless a dtype differs.
     assign = all(value.dtype == expected[key].dtype for key, value in renamed.items())
     tower.load_state_dict(renamed, strict=True, assign=assign)

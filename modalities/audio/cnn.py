@@ -17,7 +17,7 @@ from torch import nn
 from anybind.config import load_named
 from anybind.errors import ConfigError
 from anybind.modalities.audio.htsat import ARCHITECTURE_FOLDER, average_per_clip
-from anybind.modalities.audio.preprocess import AudioPreprocess
+from anybind.modalities.audio.preprocess import AudioPreprocess, windowed_preprocess
 from anybind.modality import Encoder, EncoderContext, ProjectionHead, float32_region
 from anybind.registry import register_encoder
 
@@ -56,10 +56,7 @@ class AudioCNNEncoder(Encoder):
         super().__init__(config, context)
         import torchaudio
 
-        preprocess = context.preprocess
-        if not isinstance(preprocess, AudioPreprocess) or preprocess.long_clips != "windows":
-            raise ConfigError("the cnn audio encoder needs an audio preprocess config with long_clips: windows "
-                              f"(e.g. cnn-16k), got {preprocess!r}")
+        preprocess = windowed_preprocess(context.preprocess, "cnn", "cnn-16k")
         architecture = load_named(AudioCNNArchitecture, ARCHITECTURE_FOLDER, config.architecture, "cnn architecture")
         if not architecture.channels or min(architecture.channels) < 1:
             raise ConfigError(f"cnn architecture: `channels` must be positive widths, got {architecture.channels}")

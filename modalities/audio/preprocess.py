@@ -12,6 +12,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from anybind.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class AudioPreprocess:
@@ -58,6 +60,15 @@ class AudioPreprocess:
     def clip_samples(self) -> int:
         """Samples in one encoder window at `sample_rate` (480000 for CLAP)."""
         return int(round(self.sample_rate * self.clip_seconds))
+
+
+def windowed_preprocess(preprocess: object, encoder: str, example: str) -> AudioPreprocess:
+    """`preprocess` if it is an `AudioPreprocess` with ``long_clips: windows`` (what encoders that average
+    ``[W, samples]`` windows per clip need); else a `ConfigError` naming `encoder` and an `example` config."""
+    if not isinstance(preprocess, AudioPreprocess) or preprocess.long_clips != "windows":
+        raise ConfigError(f"the {encoder} audio encoder needs an audio preprocess config with long_clips: windows "
+                          f"(e.g. {example}), got {preprocess!r}")
+    return preprocess
 
 
 def window_starts(length: int, window: int, max_windows: int) -> list[int]:

@@ -33,7 +33,7 @@ from anybind.anchors.label_bridge import check_bridge_settings, convex_combinati
 from anybind.config import from_dict, load_named
 from anybind.errors import CheckpointError, ConfigError, MissingDependencyError
 from anybind.modalities.audio.htsat import ARCHITECTURE_FOLDER, average_per_clip
-from anybind.modalities.audio.preprocess import AudioPreprocess
+from anybind.modalities.audio.preprocess import AudioPreprocess, windowed_preprocess
 from anybind.modality import Encoder, EncoderContext, ProjectionHead
 from anybind.packaged_weights import PackagedWeights, locate_packaged_weights
 from anybind.registry import register_encoder
@@ -204,10 +204,7 @@ class YamnetEncoder(Encoder):
 
     def __init__(self, config: YamnetConfig, context: EncoderContext) -> None:
         super().__init__(config, context)
-        preprocess = context.preprocess
-        if not isinstance(preprocess, AudioPreprocess) or preprocess.long_clips != "windows":
-            raise ConfigError("the yamnet audio encoder needs an audio preprocess config with long_clips: windows "
-                              f"(e.g. yamnet-16k), got {preprocess!r}")
+        windowed_preprocess(context.preprocess, "yamnet", "yamnet-16k")
         if config.head not in HEADS:
             raise ConfigError(f"`encoder_args.head`: expected one of {', '.join(HEADS)}, got {config.head!r}")
         self.model_config = load_named(YamnetModelConfig, ARCHITECTURE_FOLDER, config.model, "yamnet model")

@@ -60,7 +60,6 @@ class DepthModality(Modality):
     Preprocess = DepthPreprocess
     default_preprocess = "default"
     default_encoder = "anchor-image"
-    default_batch_size = 32
     default_templates = "depth"
 
     item_ndim = 2  # an [H, W] map; [B, H, W] is B maps

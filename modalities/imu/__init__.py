@@ -69,19 +69,13 @@ class ImuModality(Modality):
     Preprocess = ImuPreprocess
     default_preprocess = "imagebind"
     default_encoder = "imagebind"
-    default_batch_size = 32
-    default_templates = "image"
     item_ndim = 2  # a [6, T] recording; [N, 6, T] is N recordings
 
     def load(self, items: Sequence[Any], **options: Any) -> torch.Tensor:
         """Items -> ``[B, channels, length]`` float32."""
-        if options:
-            raise InputError(f"imu inputs take no options, got {', '.join(sorted(options))}")
         preprocess: ImuPreprocess = self.preprocess
         out = []
-        for index, item in enumerate(items):
-            argument = f"inputs[{index}]"
-            raw = read_imu_file(item, argument) if isinstance(item, (str, Path)) or hasattr(item, "__fspath__") else item
+        for raw, argument in self.read_items(items, options, read_imu_file):
             if isinstance(raw, np.ndarray):
                 if raw.dtype.kind not in "fiu":
                     raise InputError(f"`{argument}`: expected numeric IMU samples, got dtype {raw.dtype}")

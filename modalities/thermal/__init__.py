@@ -106,20 +106,13 @@ class ThermalModality(Modality):
     Preprocess = ThermalPreprocess
     default_preprocess = "imagebind"
     default_encoder = "imagebind"
-    default_batch_size = 32
-    default_templates = "image"
     item_ndim = 2  # an [H, W] image; [B, H, W] is B images
 
     def load(self, items: Sequence[Any], **options: Any) -> torch.Tensor:
         """Items -> ``[B, 1, size, size]`` float32 normalized thermal images."""
-        if options:
-            raise InputError(f"thermal inputs take no options, got {', '.join(sorted(options))}")
         preprocess: ThermalPreprocess = self.preprocess
         out = []
-        for index, item in enumerate(items):
-            argument = f"inputs[{index}]"
-            raw = read_thermal_file(item, argument) if isinstance(item, (str, Path)) or hasattr(item, "__fspath__") \
-                else item
+        for raw, argument in self.read_items(items, options, read_thermal_file):
             image = resize_square(to_unit_range(raw, argument), preprocess)
             out.append((image - preprocess.mean) / preprocess.std)
         return torch.stack(out)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import nn
+
+from anybind.config import from_dict
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class Anchor(nn.Module, abc.ABC):
     """
 
     kind: ClassVar[str]
+    # The frozen dataclass of the ``anchor:`` block's fields (besides ``kind``); the default `from_spec`
+    # parses the block into it and calls ``cls(config, base_dir=base_dir)``.
+    Config: ClassVar[type[Any] | None] = None
     # The license of this anchor kind's official weights when one license covers them all (shown by
     # `anybind info`), else None.
     weights_license: ClassVar[str | None] = None
@@ -91,12 +96,25 @@ class Anchor(nn.Module, abc.ABC):
     spec: dict[str, Any]
 
     @classmethod
-    @abc.abstractmethod
     def from_spec(cls, spec: Mapping[str, Any], base_dir: Path | None = None) -> Anchor:
         """Build the anchor from its config mapping (the ``anchor:`` block of a preset or bundle).
 
-        `base_dir` resolves relative file paths (a bundle's folder).
+        `base_dir` resolves relative file paths (a bundle's folder). The default parses the block
+        (without ``kind``) into `Config`; an unknown or mistyped field is a `ConfigError`. An anchor
+        kind without a `Config` dataclass overrides this.
         """
+        if cls.Config is None:
+            raise NotImplementedError(f"anchor kind {cls.kind!r} has no `Config` dataclass: override `from_spec`")
+        fields = {k: v for k, v in spec.items() if k != "kind"}
+        return cls(from_dict(cls.Config, fields, f"`anchor` ({cls.kind})"), base_dir=base_dir)  # type: ignore[call-arg]
+
+    @classmethod
+    def spec_of(cls, config: Any) -> dict[str, Any]:
+        """The JSON-ready ``anchor:`` block that rebuilds an anchor of this kind from the dataclass `config`:
+        ``{"kind": kind, **fields}`` without the fields that are None (so defaults stay defaults)."""
+        if not is_dataclass(config):
+            raise TypeError(f"`config`: expected the anchor's Config dataclass, got {type(config).__name__}")
+        return {"kind": cls.kind, **{k: v for k, v in asdict(config).items() if v is not None}}
 
     @abc.abstractmethod
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:

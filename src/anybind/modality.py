@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -144,6 +144,20 @@ class Modality(abc.ABC):
     @abc.abstractmethod
     def load(self, items: Sequence[Any], **options: Any) -> Batch:
         """A chunk of user items -> one batch (tensor or dict of tensors, on CPU) for the encoder."""
+
+    def read_items(self, items: Sequence[Any], options: Mapping[str, Any],
+                   read_file: Callable[[Any, str], Any]) -> list[tuple[Any, str]]:
+        """For a `load` that takes no `options`: each item as ``(data, argument)``, a file path (str or
+        path-like) read by ``read_file(path, argument)``, in-memory data as given; `argument` is the
+        item's name in errors (``inputs[i]``). Any option raises `InputError`."""
+        if options:
+            raise InputError(f"{self.name} inputs take no options, got {', '.join(sorted(options))}")
+        pairs = []
+        for index, item in enumerate(items):
+            argument = f"inputs[{index}]"
+            is_file = isinstance(item, str) or hasattr(item, "__fspath__")
+            pairs.append((read_file(item, argument) if is_file else item, argument))
+        return pairs
 
     def split_batch(self, batch: Batch, count: int) -> list[Batch]:
         """A batch of `count` items -> one single-item batch per item (what the input cache stores).

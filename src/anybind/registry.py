@@ -165,13 +165,6 @@ def _warn_broken_plugin(group: str, entry_point: importlib.metadata.EntryPoint, 
                   f"Fix or uninstall that distribution; everything else keeps working.", PluginWarning, stacklevel=4)
 
 
-def reset_discovery() -> None:
-    """Forget that plugins were discovered, so the next lookup scans entry points again (tests)."""
-    global _discovered
-    with _lock:
-        _discovered = False
-
-
 def unregister_modality(name: str) -> None:
     """Remove modality `name` and its encoders (for tests and interactive work)."""
     with _lock:
@@ -179,33 +172,29 @@ def unregister_modality(name: str) -> None:
         _encoders.pop(name, None)
 
 
-def get_modality(name: str) -> type[Modality]:
-    """The `Modality` class registered as `name`; raises `UnknownNameError` with suggestions."""
+def _lookup(table: dict[str, Any], kind: str, name: str) -> Any:
+    """``table[name]`` after plugin discovery; an unknown name raises `UnknownNameError` with suggestions."""
     _discover()
     try:
-        return _modalities[name]
+        return table[name]
     except KeyError:
-        raise UnknownNameError(unknown_name_message("modality", str(name), _modalities, _PLUGIN_HINT)) from None
+        raise UnknownNameError(unknown_name_message(kind, str(name), table, _PLUGIN_HINT)) from None
+
+
+def get_modality(name: str) -> type[Modality]:
+    """The `Modality` class registered as `name`; raises `UnknownNameError` with suggestions."""
+    return _lookup(_modalities, "modality", name)
 
 
 def get_encoder(modality: str, name: str) -> type[Encoder]:
     """The `Encoder` class registered as `name` for `modality`."""
     get_modality(modality)
-    try:
-        return _encoders[modality][name]
-    except KeyError:
-        raise UnknownNameError(
-            unknown_name_message(f"{modality} encoder", str(name), _encoders.get(modality, {}), _PLUGIN_HINT)
-        ) from None
+    return _lookup(_encoders.get(modality, {}), f"{modality} encoder", name)
 
 
 def get_anchor(name: str) -> type[Anchor]:
     """The `Anchor` class registered as `name` (e.g. ``"openclip"``)."""
-    _discover()
-    try:
-        return _anchors[name]
-    except KeyError:
-        raise UnknownNameError(unknown_name_message("anchor", str(name), _anchors, _PLUGIN_HINT)) from None
+    return _lookup(_anchors, "anchor", name)
 
 
 def list_modalities() -> list[str]:

@@ -4,7 +4,7 @@ state-dict comparison with messages that name the keys."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -21,22 +21,38 @@ def seeded(seed: int) -> Iterator[None]:
         torch.random.set_rng_state(state)
 
 
+def shape_mismatch(key: str, given: Sequence[int], expected: Sequence[int]) -> str:
+    """One shape-mismatch entry of `format_mismatch`: ``"key: checkpoint (a, b) vs model (c, d)"``."""
+    return f"{key}: checkpoint {tuple(given)} vs model {tuple(expected)}"
+
+
+def format_mismatch(missing: Sequence[str], unexpected: Sequence[str], shapes: Sequence[str] = (),
+                    limit: int = 8) -> str | None:
+    """The one wording of a state-dict mismatch: None when all three lists are empty; else the non-empty
+    parts of ``"missing keys [...], unexpected keys [...], shape mismatches (first N of M): a; b"``, with at
+    most `limit` sorted keys of each kind (``...`` when cut) and `limit` // 2 shape entries (`shape_mismatch`)."""
+
+    def listed(names: Sequence[str]) -> str:
+        ordered = sorted(names)
+        return f"{ordered[:limit]}{' ...' if len(ordered) > limit else ''}"
+
+    shown = list(shapes[:max(1, limit // 2)])
+    parts = ([f"missing keys {listed(missing)}"] if missing else []) + \
+        ([f"unexpected keys {listed(unexpected)}"] if unexpected else []) + \
+        ([f"shape mismatches (first {len(shown)} of {len(shapes)}): {'; '.join(shown)}"] if shapes else [])
+    return ", ".join(parts) or None
+
+
 def describe_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor],
-                      limit: int = 8) -> str | None:
-    """None when `given` has exactly the keys and shapes of `expected`; else a message naming the
-    missing keys, unexpected keys and shape mismatches (at most `limit` of each)."""
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    shapes = [f"{k}: checkpoint {tuple(given[k].shape)} vs model {tuple(expected[k].shape)}"
+                      limit: int = 8, ignore_prefixes: tuple[str, ...] = ()) -> str | None:
+    """None when `given` has exactly the keys and shapes of `expected`; else the `format_mismatch`
+    message naming the missing keys, unexpected keys and shape mismatches (at most `limit` of each).
+    Keys starting with one of `ignore_prefixes` (e.g. a locked body's ``"backbone."``) are not compared."""
+    expected = {k: v for k, v in expected.items() if not k.startswith(ignore_prefixes)} if ignore_prefixes else expected
+    given = {k: v for k, v in given.items() if not k.startswith(ignore_prefixes)} if ignore_prefixes else given
+    shapes = [shape_mismatch(k, given[k].shape, expected[k].shape)
               for k in sorted(set(given) & set(expected)) if given[k].shape != expected[k].shape]
-    if not (missing or unexpected or shapes):
-        return None
-
-    def listed(names: list[str]) -> str:
-        return f"{names[:limit]}{' ...' if len(names) > limit else ''}"
-
-    return (f"missing keys {listed(missing)}, unexpected keys {listed(unexpected)}"
-            + (f", shape mismatches {shapes[:limit // 2]}" if shapes else ""))
+    return format_mismatch(sorted(set(expected) - set(given)), sorted(set(given) - set(expected)), shapes, limit)
 
 
 def read_safetensors(path: Path, argument: str) -> dict[str, torch.Tensor]:

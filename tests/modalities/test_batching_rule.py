@@ -71,3 +71,17 @@ def test_ambiguous_or_wrong_arrays_are_refused(tiny_model: Any, modality: str, i
                                                message: str) -> None:
     with pytest.raises(InputError, match=message):
         tiny_model.embed(modality, inputs, **options)
+
+
+@pytest.mark.parametrize(("name", "item"), [
+    ("thermal", np.zeros((8, 8), np.float32)),
+    ("imu", np.zeros((6, 2000), np.float32)),
+])
+def test_loaders_without_options_name_the_stray_option(name: str, item: np.ndarray) -> None:
+    from anybind.registry import get_modality
+
+    cls = get_modality(name)
+    modality = cls(cls.resolve_preprocess(None, None), None)  # type: ignore[arg-type]
+    assert modality.load([item]).shape[0] == 1
+    with pytest.raises(InputError, match=rf"^{name} inputs take no options, got crop, scale$"):
+        modality.load([item], scale=2, crop=True)

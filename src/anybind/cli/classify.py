@@ -7,19 +7,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from anybind.cli import add_common_options, print_json
 from anybind.cli.inputs import add_input_options, check_batch_size, load_model, read_inputs
 from anybind.errors import InputError
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``classify``."""
-    parser = subparsers.add_parser(
-        "classify", help="zero-shot classify files over class names or a shipped class list",
-        description="Zero-shot classification: class names -> prompt templates -> anchor text vectors, "
-                    "softmax of cosine similarity with each input's vector.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``anybind classify``."""
     parser.add_argument("modality", help="modality of the inputs, e.g. audio, image, pointcloud, depth")
     parser.add_argument("inputs", nargs="*", help="files or folders (text: literal texts, or @FILE)")
     parser.add_argument("--classes", required=True,
@@ -35,7 +30,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--top", type=int, default=3, help="classes shown per input (default: %(default)s)")
     add_input_options(parser)
     add_common_options(parser)
-    return parser
 
 
 def parse_classes(value: str) -> list[str] | str:

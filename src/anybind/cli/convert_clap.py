@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from anybind.cli import add_common_options, print_json
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``convert-clap``."""
-    parser = subparsers.add_parser(
-        "convert-clap", help="convert a LAION-CLAP checkpoint to an audio-only safetensors bundle",
-        description="Read an official LAION-CLAP checkpoint (630k-best.pt, 630k-audioset-best.pt, "
-                    "*-fusion-best.pt, music_*.pt) with weights_only=True, keep its audio branch and CLAP "
-                    "projection, detect the HTSAT size and fusion type, and write clap-audio.safetensors "
-                    "plus clap-audio.json (the modalities.audio entry that uses it) into OUT_DIR.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``anybind convert-clap``."""
     parser.add_argument("checkpoint", help="the CLAP .pt file")
     parser.add_argument("out_dir", help="folder to write clap-audio.safetensors and clap-audio.json into")
     add_common_options(parser, model=False)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

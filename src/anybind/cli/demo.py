@@ -11,13 +11,8 @@ from anybind.cli import add_common_options, print_json
 from anybind.errors import InputError
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``demo``."""
-    parser = subparsers.add_parser(
-        "demo", help="train (first run) and evaluate the offline default bundle; write an HTML report",
-        description="Builds the default bundle on first use (a procedural world, a LiT anchor against frozen "
-                    "all-MiniLM-L6-v2, audio/point clouds/depth bound to images only), then prints emergent "
-                    "zero-shot and retrieval numbers beside chance and an untrained ablation.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``anybind demo``."""
     add_common_options(parser, model=False)
     parser.add_argument("--recipe", default="default", help="demo recipe in configs/demo/ (default: %(default)s)")
     parser.add_argument("--retrain", action="store_true", help="rebuild the bundle instead of using the cache")
@@ -29,7 +24,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--no-real", action="store_true",
                         help="skip the real section (real photos and sounds through anybind.load('real'), which "
                              "needs pip install 'anybind[real]')")
-    return parser
 
 
 def parse_anchor(value: str) -> dict[str, Any]:

@@ -9,27 +9,20 @@ The output folder has the index format (``manifest.json``, ``.npy`` vector shard
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from anybind.cli import add_common_options, print_json
 from anybind.cli.inputs import add_input_options, check_batch_size, read_inputs
 from anybind.cli.sharded import add_scale_options, embed_into_index
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``embed``."""
-    parser = subparsers.add_parser(
-        "embed", help="embed files or folders into vector shards + metadata",
-        description="Embed inputs of one modality into an output folder of .npy vector shards, metadata.jsonl "
-                    "and manifest.json (the index format: load it with anybind.Index.load). For `text`, "
-                    "each argument is the text itself; --text-file FILE or @FILE gives one text per line of FILE.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``anybind embed``."""
     parser.add_argument("modality", help="modality of the inputs, e.g. image, audio, text")
     parser.add_argument("inputs", nargs="+", help="files or folders (text: .txt files or literal texts)")
     parser.add_argument("--out", required=True, help="output folder (created, or replaced atomically)")
     add_input_options(parser)
     add_scale_options(parser)
     add_common_options(parser)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

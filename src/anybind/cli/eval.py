@@ -8,19 +8,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from anybind.cli import add_common_options, print_json
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``eval``."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``anybind eval``."""
     from anybind.eval import list_datasets
 
-    parser = subparsers.add_parser(
-        "eval", help="evaluate a model on a benchmark laid out as published (zero-shot / retrieval)",
-        description="Run a benchmark's published protocol: metrics with bootstrap 95%% intervals and the protocol "
-                    "used; nothing is tuned on the reported split.")
     parser.add_argument("dataset", help=f"one of {', '.join(list_datasets())}")
     parser.add_argument("root", help="the dataset's top folder, as distributed")
     parser.add_argument("--split", "--fold", dest="split", default=None,
@@ -35,7 +30,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--output", default=None, help="also write the JSON report to this file")
     add_common_options(parser)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

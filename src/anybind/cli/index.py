@@ -26,10 +26,8 @@ def _add_input_argument(parser: argparse.ArgumentParser) -> None:
     add_input_options(parser)
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``index`` and its ``build``, ``add``, ``info`` subcommands."""
-    parser = subparsers.add_parser("index", help="build, grow or describe an index",
-                                   description="Build, grow or describe an any-to-any retrieval index.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The actions of ``anybind index`` (``build``, ``add``, ``info``, ``merge``, ``export``) and their arguments."""
     actions = parser.add_subparsers(dest="index_command", metavar="ACTION", required=True)
     build = actions.add_parser("build", help="embed inputs into a new index (replaces one at PATH atomically)",
                                description="Embed inputs of one or more modalities into a new index folder.")
@@ -69,7 +67,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     export.add_argument("--lancedb", default=None, metavar="DIR", help="LanceDB database folder (created if needed)")
     export.add_argument("--table", default="anybind", help="LanceDB table name (default: %(default)s; replaced)")
     add_common_options(export, model=False)
-    return parser
 
 
 def _inputs(args: argparse.Namespace) -> dict[str, list[Any]]:

@@ -11,14 +11,11 @@ from anybind.config import DATA_SUFFIXES, config_dirs
 from anybind.registry import get_anchor, list_anchors, list_encoders
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``info``."""
-    parser = subparsers.add_parser("info", help="list modalities, encoders, anchors and presets",
-                                   description="List registered modalities (with encoders), anchors and presets.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``anybind info``."""
     add_common_options(parser, model=False)
     parser.add_argument("--model", default=None,
                         help="also load this preset, config file or bundle folder and show its weights licenses")
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,18 +7,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from anybind.cli import add_common_options, print_json
 from anybind.cli.inputs import add_input_options, check_batch_size, load_model_for_index, read_inputs
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``search``."""
-    parser = subparsers.add_parser(
-        "search", help="search an index with a text or a file of any modality",
-        description="Embed each query (texts by default; files with --query-modality) and print the index's "
-                    "top hits by cosine similarity.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``anybind search``."""
     parser.add_argument("index", help="index folder (from `anybind index build` or `anybind embed`)")
     parser.add_argument("queries", nargs="*", help="query texts (literal; @FILE or --text-file FILE reads one per "
                         "line), or files/folders with --query-modality")
@@ -32,7 +27,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="skip the sha256 check of the index files (faster for large indexes)")
     add_input_options(parser)
     add_common_options(parser, model_from_index=True)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

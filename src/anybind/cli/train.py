@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
 
 from anybind.cli import print_json
 from anybind.cli.run_options import add_run_options, apply_run_overrides
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``train``."""
-    parser = subparsers.add_parser(
-        "train", help="bind a modality to the frozen anchor from a recipe",
-        description="Train a modality's encoder against the frozen anchor on a paired manifest, as the recipe "
-                    "(YAML) says; writes checkpoints, metrics and a bundle folder `anybind.load` reads.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``anybind train``."""
     parser.add_argument("config", help="recipe file (YAML/JSON), e.g. configs/recipes/audio-cnn.yaml")
     parser.add_argument("--model", default=None,
                         help="override the recipe's base `model` (preset name, model config or bundle folder)")
     add_run_options(parser)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

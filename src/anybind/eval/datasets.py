@@ -133,32 +133,47 @@ def _label_index(class_list: ClassList, label: str, where: str) -> int:
     return class_list.labels.index(label)
 
 
-def read_esc50(root: Path, protocol: EvalProtocol, class_list: ClassList, variant: str | None) -> list[Sample]:
-    """ESC-50: ``meta/esc50.csv`` rows (filename, fold, target, category) -> samples in ``audio/``."""
-    rows = _read_csv(root / "meta" / "esc50.csv", ("filename", "fold", "target", "category"))
+@dataclass(frozen=True)
+class ClipTableLayout:
+    """Where a clip-classification dataset's metadata CSV keeps each field (one row per clip)."""
+
+    csv: str  # the metadata CSV, relative to the dataset root
+    file: str  # column of the clip's file name
+    fold: str  # column of the fold number (the split is ``fold<N>``)
+    target: str  # column of the numeric class id
+    label: str  # column of the class name (checked against the class list and `target`)
+    clip_dir: str  # folder of the clips, relative to the root; ``{fold}`` is replaced by the fold number
+
+
+ESC50_LAYOUT = ClipTableLayout("meta/esc50.csv", "filename", "fold", "target", "category", "audio")
+URBANSOUND8K_LAYOUT = ClipTableLayout("metadata/UrbanSound8K.csv", "slice_file_name", "fold", "classID", "class",
+                                      "audio/fold{fold}")
+
+
+def read_clip_table(root: Path, class_list: ClassList, layout: ClipTableLayout) -> list[Sample]:
+    """A metadata CSV of clips (`layout`) -> one `Sample` per row, its split ``fold<N>``; a row whose class id
+    and class name disagree raises `InputFileError` naming the line."""
+    rows = _read_csv(root / layout.csv, (layout.file, layout.fold, layout.target, layout.label))
     samples = []
     for number, row in enumerate(rows, start=2):
-        target = int(row["target"])
-        if _label_index(class_list, row["category"], f"meta/esc50.csv line {number}") != target:
-            raise InputFileError(f"`root`: meta/esc50.csv line {number}: target {target} does not match category "
-                                 f"{row['category']!r}")
-        samples.append(Sample(f"audio/{row['filename']}", _require(root / "audio" / row["filename"], "a clip"),
-                              target, f"fold{int(row['fold'])}"))
+        target, where = int(row[layout.target]), f"{layout.csv} line {number}"
+        if _label_index(class_list, row[layout.label], where) != target:
+            raise InputFileError(f"`root`: {where}: {layout.target} {target} does not match {layout.label} "
+                                 f"{row[layout.label]!r}")
+        fold = int(row[layout.fold])
+        relative = f"{layout.clip_dir.format(fold=fold)}/{row[layout.file]}"
+        samples.append(Sample(relative, _require(root / relative, "a clip"), target, f"fold{fold}"))
     return samples
+
+
+def read_esc50(root: Path, protocol: EvalProtocol, class_list: ClassList, variant: str | None) -> list[Sample]:
+    """ESC-50: ``meta/esc50.csv`` rows (filename, fold, target, category) -> samples in ``audio/``."""
+    return read_clip_table(root, class_list, ESC50_LAYOUT)
 
 
 def read_urbansound8k(root: Path, protocol: EvalProtocol, class_list: ClassList, variant: str | None) -> list[Sample]:
     """UrbanSound8K: ``metadata/UrbanSound8K.csv`` -> samples in ``audio/fold<N>/``."""
-    rows = _read_csv(root / "metadata" / "UrbanSound8K.csv", ("slice_file_name", "fold", "classID", "class"))
-    samples = []
-    for number, row in enumerate(rows, start=2):
-        label = int(row["classID"])
-        if _label_index(class_list, row["class"], f"metadata/UrbanSound8K.csv line {number}") != label:
-            raise InputFileError(f"`root`: metadata/UrbanSound8K.csv line {number}: classID {label} does not match "
-                                 f"class {row['class']!r}")
-        relative = f"audio/fold{int(row['fold'])}/{row['slice_file_name']}"
-        samples.append(Sample(relative, _require(root / relative, "a clip"), label, f"fold{int(row['fold'])}"))
-    return samples
+    return read_clip_table(root, class_list, URBANSOUND8K_LAYOUT)
 
 
 def read_modelnet40_hdf5(root: Path, protocol: EvalProtocol) -> list[Sample]:

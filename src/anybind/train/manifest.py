@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,21 @@ class BadRow(Exception):
         self.file_problem = file_problem
 
 
+def json_objects(lines: Iterable[str], where: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based line number, object) for each non-blank line of a JSON-lines text; a line that is not a JSON
+    object raises `InputFileError` naming `where` (e.g. ``"manifest 'x.jsonl'"``) and the line."""
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputFileError(f"{where} line {number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise InputFileError(f"{where} line {number}: expected a JSON object, got {type(record).__name__}")
+        yield number, record
+
+
 def read_manifest_rows(path: str | Path, argument: str = "data.manifest") -> tuple[list[str], list[ManifestRow]]:
     """Parse a ``.csv`` (header row) or ``.jsonl`` (one object per line) manifest.
 
@@ -111,16 +126,7 @@ def read_manifest_rows(path: str | Path, argument: str = "data.manifest") -> tup
                     rows.append(ManifestRow(path, reader.line_num, {k: v for k, v in values.items() if v}))
             else:
                 seen: dict[str, None] = {}
-                for number, text in enumerate(handle, start=1):
-                    if not text.strip():
-                        continue
-                    try:
-                        record = json.loads(text)
-                    except json.JSONDecodeError as error:
-                        raise InputFileError(f"manifest {str(path)!r} line {number}: not valid JSON ({error.msg})") from None
-                    if not isinstance(record, dict):
-                        raise InputFileError(f"manifest {str(path)!r} line {number}: expected a JSON object, "
-                                             f"got {type(record).__name__}")
+                for number, record in json_objects(handle, f"manifest {str(path)!r}"):
                     seen.update(dict.fromkeys(record))
                     values = {str(k): ("" if v is None else str(v)).strip() for k, v in record.items()}
                     rows.append(ManifestRow(path, number, {k: v for k, v in values.items() if v}))

@@ -134,3 +134,38 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
 def test_bad_world_calls(world: World, call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InputError, match=message):
         call(world)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('\n{not json\n', r"world manifest '.*train.jsonl' line 2: not valid JSON"),
+    ('\n["a", "list"]\n', r"world manifest '.*train.jsonl' line 2: expected a JSON object, got list"),
+])
+def test_bad_world_manifest_lines(tmp_path, text: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(text)
+    with pytest.raises(InputError, match=message):
+        read_objects(manifest)
+
+
+def test_class_names_follow_config_order(world: World) -> None:
+    config = world.config
+    assert config.class_names("size") == tuple(config.sizes) and world.class_names("shape") == tuple(config.shapes)
+    with pytest.raises(Exception, match=r"`attribute`: expected one of shape, material, colour, size, got 'weight'"):
+        config.class_names("weight")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"sizes": {"small": [0.3, 0.2]}}, r"`sizes.small` must be \[min, max\] metres, got \[0.3, 0.2\]"),
+    ({"sizes": {"small": [0.1, 0.2, 0.3]}}, r"`sizes`.small: expected a list of 2 values, got 3"),
+    ({"colours": {"red": [1, 0, 2]}}, r"`colours.red` must be \[r, g, b\] in \[0, 1\]"),
+    ({"shapes": {"cube": {"wordz": ["cube"]}}}, r"`shapes`.cube: unknown key\(s\) 'wordz'"),
+    ({"splits": {"train": 0.5}}, r"`splits` fractions must sum to 1"),
+])
+def test_bad_world_configs(change: dict, message: str) -> None:
+    import yaml
+
+    from anybind.config import config_dirs
+
+    default = next(root / "world" / "default.yaml" for root in config_dirs() if (root / "world" / "default.yaml").is_file())
+    with pytest.raises(Exception, match=message):
+        load_world_config({**yaml.safe_load(default.read_text()), **change})

@@ -72,6 +72,10 @@ class MaterialConfig:
     sound: MaterialSound
 
 
+# An object attribute -> the `WorldConfig` field whose keys are its names.
+ATTRIBUTE_FIELDS = {"shape": "shapes", "material": "materials", "colour": "colours", "size": "sizes"}
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """Everything the world generator reads (see ``configs/world/default.yaml``)."""
@@ -81,57 +85,40 @@ class WorldConfig:
     sound_seconds: float
     n_points: int
     captions_per_object: int
-    splits: dict  # split name -> fraction (sums to 1)
+    splits: dict[str, float]  # split name -> fraction (sums to 1)
     camera: CameraConfig
     light: LightConfig
-    sizes: dict  # size word -> [min, max] largest extent in metres
-    colours: dict  # colour word -> [r, g, b] in [0, 1]
-    shapes: dict  # class name -> ShapeConfig
-    materials: dict  # material name -> MaterialConfig
+    sizes: dict[str, tuple[float, float]]  # size word -> (min, max) largest extent in metres
+    colours: dict[str, tuple[float, float, float]]  # colour word -> (r, g, b) in [0, 1]
+    shapes: dict[str, ShapeConfig]  # class name -> its words, mesh and sound modes
+    materials: dict[str, MaterialConfig]  # material name -> its words, look and sound
     caption_templates: tuple[str, ...]
     version: int = 1
 
-    @property
-    def shape_names(self) -> tuple[str, ...]:
-        """Shape class names in config order."""
-        return tuple(self.shapes)
-
-    @property
-    def material_names(self) -> tuple[str, ...]:
-        """Material names in config order."""
-        return tuple(self.materials)
-
-    @property
-    def colour_names(self) -> tuple[str, ...]:
-        """Colour names in config order."""
-        return tuple(self.colours)
-
-    @property
-    def size_names(self) -> tuple[str, ...]:
-        """Size words in config order (small to large)."""
-        return tuple(self.sizes)
+    def class_names(self, attribute: str) -> tuple[str, ...]:
+        """The names of `attribute` ("shape", "material", "colour" or "size") in config order (sizes: small to
+        large)."""
+        if attribute not in ATTRIBUTE_FIELDS:
+            raise ConfigError(f"`attribute`: expected one of {', '.join(ATTRIBUTE_FIELDS)}, got {attribute!r}")
+        return tuple(getattr(self, ATTRIBUTE_FIELDS[attribute]))
 
 
 def load_world_config(name_or_mapping: str | Mapping[str, Any] = "default") -> WorldConfig:
-    """Read a world config: a name in ``configs/world/`` or a mapping of the `WorldConfig` fields."""
-    from anybind.config import from_dict
-
+    """Read a world config: a name in ``configs/world/`` or a mapping of the `WorldConfig` fields (the config
+    parser checks the types, nested maps included; the value ranges are checked here)."""
     config = load_named(WorldConfig, "world", name_or_mapping, "world config")
     where = f"world config {name_or_mapping if isinstance(name_or_mapping, str) else '(mapping)'}"
-    shapes = {name: from_dict(ShapeConfig, entry, f"{where}: `shapes.{name}`") for name, entry in config.shapes.items()}
-    materials = {name: from_dict(MaterialConfig, entry, f"{where}: `materials.{name}`")
-                 for name, entry in config.materials.items()}
-    for name, shape in shapes.items():
+    for name, shape in config.shapes.items():
         if not shape.words or not shape.modes or shape.modes[0] != 1.0:
             raise ConfigError(f"{where}: `shapes.{name}` needs words and modes starting at 1.0, got {shape}")
-    for name, value in config.sizes.items():
-        if not (isinstance(value, list) and len(value) == 2 and 0 < value[0] <= value[1]):
-            raise ConfigError(f"{where}: `sizes.{name}` must be [min, max] metres, got {value!r}")
-    for name, value in config.colours.items():
-        if not (isinstance(value, list) and len(value) == 3 and all(0 <= v <= 1 for v in value)):
-            raise ConfigError(f"{where}: `colours.{name}` must be [r, g, b] in [0, 1], got {value!r}")
+    for name, (low, high) in config.sizes.items():
+        if not 0 < low <= high:
+            raise ConfigError(f"{where}: `sizes.{name}` must be [min, max] metres, got {[low, high]!r}")
+    for name, rgb in config.colours.items():
+        if not all(0 <= v <= 1 for v in rgb):
+            raise ConfigError(f"{where}: `colours.{name}` must be [r, g, b] in [0, 1], got {list(rgb)!r}")
     if abs(sum(config.splits.values()) - 1.0) > 1e-6:
         raise ConfigError(f"{where}: `splits` fractions must sum to 1, got {config.splits!r}")
-    if len(shapes) < 2 or len(materials) < 2:
+    if len(config.shapes) < 2 or len(config.materials) < 2:
         raise ConfigError(f"{where}: needs at least 2 shapes and 2 materials")
-    return WorldConfig(**{**vars(config), "shapes": shapes, "materials": materials})
+    return config

@@ -30,6 +30,7 @@ from PIL import Image
 
 from anybind.atomic import atomic_write_bytes
 from anybind.errors import InputError
+from anybind.train.manifest import json_objects
 
 if TYPE_CHECKING:
     from anybind.demo.world.generate import World
@@ -121,13 +122,7 @@ def read_objects(manifest: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError(f"`manifest`: world manifest {str(path)!r} does not exist")
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"world manifest {str(path)!r} line {number}: not valid JSON ({error.msg})") from None
+    for _, record in json_objects(path.read_text(encoding="utf-8").splitlines(), f"world manifest {str(path)!r}"):
         for column in ("image", "depth", "pointcloud", "audio"):
             record[column] = str(path.parent / record[column])
         records.append(record)

@@ -59,8 +59,7 @@ class World:
     def class_names(self, kind: str) -> tuple[str, ...]:
         """The classes of attribute `kind` in config order."""
         self.labels(kind)
-        return {"shape": self.config.shape_names, "material": self.config.material_names,
-                "colour": self.config.colour_names, "size": self.config.size_names}[kind]
+        return self.config.class_names(kind)
 
     def label_ids(self, kind: str) -> np.ndarray:
         """Integer labels ``[N]`` of attribute `kind` (indices into `class_names(kind)`)."""
@@ -163,10 +162,10 @@ def generate_world(n_objects: int, seed: int = 0, out_dir: str | Path | None = N
         raise InputError(f"`workers`: expected a positive integer, got {workers!r}")
     world_config = config if isinstance(config, WorldConfig) else load_world_config(config)
     rng = np.random.default_rng([seed, 2**31])  # the world-level stream, apart from objects' streams
-    shapes = np.array(world_config.shape_names)[_balanced(n_objects, len(world_config.shapes), rng)]
-    materials = np.array(world_config.material_names)[_balanced(n_objects, len(world_config.materials), rng)]
-    colours = np.array(world_config.colour_names)[rng.integers(len(world_config.colours), size=n_objects)]
-    sizes = np.array(world_config.size_names)[rng.integers(len(world_config.sizes), size=n_objects)]
+    shapes = np.array(world_config.class_names("shape"))[_balanced(n_objects, len(world_config.shapes), rng)]
+    materials = np.array(world_config.class_names("material"))[_balanced(n_objects, len(world_config.materials), rng)]
+    colours = np.array(world_config.class_names("colour"))[rng.integers(len(world_config.colours), size=n_objects)]
+    sizes = np.array(world_config.class_names("size"))[rng.integers(len(world_config.sizes), size=n_objects)]
     split = _split_names(n_objects, world_config.splits, rng)
     attributes = list(zip(shapes.tolist(), materials.tolist(), colours.tolist(), sizes.tolist()))
     if workers == 1:

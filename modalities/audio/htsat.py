@@ -125,6 +125,9 @@ def resolve_htsat(config: HTSATConfig, context: EncoderContext
     preprocess = context.preprocess
     if not isinstance(preprocess, AudioPreprocess):
         raise ConfigError(f"the htsat encoder needs an audio preprocess config, got {type(preprocess).__name__}")
+    if preprocess.long_clips not in ("windows", "fusion"):
+        raise ConfigError(f"`preprocess`: the htsat encoder reads CLAP windows (clap-48k) or the CLAP fusion input "
+                          f"(clap-48k-fusion), but the audio preprocess has long_clips={preprocess.long_clips!r}")
     state = None
     architecture = load_architecture(config.architecture) if config.architecture is not None else None
     fusion = config.fusion

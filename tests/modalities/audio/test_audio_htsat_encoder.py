@@ -57,6 +57,8 @@ CONFIG_ERRORS = [
      r"`encoder_args.output`: 'clap' returns 512-d CLAP embeddings but the anchor has dim 64"),
     ({"encoder_args": {"architecture": MINI, "fusion": "aff_2d"}},
      r"`preprocess`: the htsat encoder uses CLAP fusion .* long_clips='windows'; use clap-48k-fusion"),
+    ({"encoder_args": {"architecture": MINI}, "preprocess": "imagebind-16k"},  # was a bare KeyError at embed time
+     r"`preprocess`: the htsat encoder reads CLAP windows \(clap-48k\) .* long_clips='spread'"),
     ({"encoder_args": {"architecture": MINI, "fusion": "magic"}}, r"`encoder_args.fusion`: expected one of aff_2d"),
     ({"encoder_args": {"architecture": "htsat-huge"}}, r"unknown htsat architecture 'htsat-huge'"),
     ({"encoder_args": {"architecture": {**MINI, "depth": 3}}}, r"unknown key\(s\) 'depth'"),

@@ -45,16 +45,21 @@ def ordinary_folder_mode() -> int:
     return 0o777 & ~current_umask()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically (parent folders are created; the file gets the umask's mode)."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp file path beside `path` for a writer that needs a file name (e.g. ``faiss.write_index``).
+
+    When the block ends normally, the file written there gets the umask's mode, is fsynced and
+    renamed onto `path`; when it raises, the temp file is removed. Parent folders are created.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
     try:
-        os.fchmod(handle, ordinary_file_mode())
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
+        yield Path(temp)
+        os.chmod(temp, ordinary_file_mode())
+        with open(temp, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temp, path)
     except BaseException:
@@ -62,7 +67,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             os.unlink(temp)
         raise
     fsync_dir(path.parent)
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (parent folders are created; the file gets the umask's mode)."""
+    with atomic_path(path) as temp, open(temp, "wb") as file:
+        file.write(data)
+    return Path(path)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:

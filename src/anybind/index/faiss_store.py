@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from anybind.atomic import atomic_write_json, fsync_dir
+from anybind.atomic import atomic_path, atomic_write_json
 from anybind.errors import InputError, InputFileError
 from anybind.index.faiss_backend import (
     DEFAULT_MEMORY_BUDGET,
@@ -255,28 +254,12 @@ def persist_faiss_index(folder: str | Path, generation: str, index: Any, facts: 
         if read_manifest(folder).get("generation") != generation:
             raise InputFileError(f"`path`: index {str(folder)!r} was saved again while its faiss index was built; "
                                  "build it again")
-        handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-        os.close(handle)
-        try:
-            faiss.write_index(index, temp)
-            os.chmod(temp, 0o666 & ~_umask())
-            with open(temp, "rb+") as file:
-                os.fsync(file.fileno())
+        with atomic_path(target) as temp:
+            faiss.write_index(index, str(temp))
             tag = {"format": FAISS_TAG_FORMAT, "version": 1, "generation": generation, "file": target.name,
-                   "bytes": os.path.getsize(temp), "sha256": _sha256(Path(temp)), "options": options, **facts}
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        fsync_dir(folder)
+                   "bytes": os.path.getsize(temp), "sha256": _sha256(temp), "options": options, **facts}
         atomic_write_json(tag_path, tag)
     return tag
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_faiss_tag(folder: str | Path, generation: str) -> dict[str, Any] | None:

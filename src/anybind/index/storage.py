@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from anybind.atomic import fsync_dir
+from anybind.atomic import atomic_write_bytes, fsync_dir
 from anybind.errors import InputError, InputFileError
 
 FORMAT = "anybind.index"
@@ -40,7 +40,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOCK = ".lock"  # held (flock) by a saving process, so two saves into one folder take turns
 SHARD_ROWS = 1 << 20  # rows per vector shard (2 GiB at D = 512)
-_OWN_FILE = re.compile(r"^(vectors-[0-9a-f]+-\d{5}\.npy|metadata-[0-9a-f]+\.jsonl|manifest\.json\.tmp-[0-9a-f]+|\.lock"
+_OWN_FILE = re.compile(r"^(vectors-[0-9a-f]+-\d{5}\.npy|metadata-[0-9a-f]+\.jsonl|\.manifest\.json\.[^/]*tmp|\.lock"
                        r"|faiss-[0-9a-f]+\.(index|json)|\.faiss-[0-9a-f]+\.(index|json)\.[^/]*tmp)$")
 
 
@@ -172,13 +172,8 @@ def _write_generation(path: Path, manifest: dict[str, Any], shards: Iterable[np.
     metadata_file = _write_file(path / f"metadata-{generation}.jsonl", write_records)
     full = {"format": FORMAT, "version": FORMAT_VERSION, **manifest, "generation": generation,
             "vectors": vector_files, "metadata": metadata_file}
-    temporary = path / f"{MANIFEST}.tmp-{generation}"
-    with open(temporary, "xb") as handle:
-        handle.write(json.dumps(full, indent=2).encode("utf-8"))
-        fsync_file(handle)
     fsync_dir(path)  # the new shards' names are durable before the manifest points at them
-    os.replace(temporary, path / MANIFEST)
-    fsync_dir(path)
+    atomic_write_bytes(path / MANIFEST, json.dumps(full, indent=2).encode("utf-8"))
     for stale in path.iterdir():  # older generations and debris of killed saves
         if _OWN_FILE.match(stale.name) and generation not in stale.name and stale.name != LOCK:
             try:

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 import anybind
-from anybind.anchors.lit_training import load_lit_recipe, train_anchor
+from anybind.train.lit import train_anchor
+from anybind.train.lit_config import load_lit_recipe
 from anybind.cli import main
 from anybind.errors import ConfigError, InputError
 
@@ -93,12 +94,11 @@ def test_shipped_recipe_parses() -> None:
 def test_images_are_decoded_once_across_runs(world_dir: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
-    from anybind.anchors import lit_training
     from anybind.modalities.image import ImageModality
+    from anybind.train.lit_data import image_loader, load_all
 
     anchor = SimpleNamespace(image_preprocess=anybind.load("tiny", device="cpu").anchor.image_preprocess)
     paths = sorted((world_dir / "images").glob("*.png"))[:6]
-    data = lit_training.LiTDataConfig(manifest="unused.csv", input_cache_dir=str(tmp_path / "inputs"))
     decoded: list[int] = []
     real_load = ImageModality.load
 
@@ -107,9 +107,8 @@ def test_images_are_decoded_once_across_runs(world_dir: Path, tmp_path: Path, mo
         return real_load(self, items, **options)
 
     monkeypatch.setattr(ImageModality, "load", counting_load)
-    first = lit_training._load_pixels(paths, anchor, False, data)  # type: ignore[arg-type]
-    second = lit_training._load_pixels(paths, anchor, False, data)  # type: ignore[arg-type]  # a new run: from disk
+    first = load_all(image_loader(anchor, cache=True, cache_dir=str(tmp_path / "inputs")), paths)
+    second = load_all(image_loader(anchor, cache=True, cache_dir=str(tmp_path / "inputs")), paths)  # a new run: from disk
     assert decoded == [6] and torch.equal(first, second)
-    uncached = lit_training._load_pixels(paths, anchor, False, lit_training.LiTDataConfig(  # type: ignore[arg-type]
-        manifest="unused.csv", cache_inputs=False))
+    uncached = load_all(image_loader(anchor, cache=False), paths)
     assert decoded == [6, 6] and torch.equal(first, uncached)

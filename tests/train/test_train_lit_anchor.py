@@ -112,3 +112,63 @@ def test_images_are_decoded_once_across_runs(world_dir: Path, tmp_path: Path, mo
     assert decoded == [6] and torch.equal(first, second)
     uncached = load_all(image_loader(anchor, cache=False), paths)
     assert decoded == [6, 6] and torch.equal(first, uncached)
+
+
+KILL_STEPS = 12
+SLOW_CHILD = """
+import json, sys, time
+from anybind.train.lit import LiTRun, train_anchor
+train_step = LiTRun.train_step
+def slow_step(self, pipeline=None):  # slow steps, so the parent can kill the run between two checkpoints
+    time.sleep(0.15)
+    return train_step(self, pipeline)
+LiTRun.train_step = slow_step
+train_anchor(json.loads(sys.argv[1]))
+"""
+
+
+def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted(world_dir: Path, tmp_path: Path) -> None:
+    """A LiT run killed between checkpoints (images decoded per step by a DataLoader worker, no input
+    cache) resumes to the uninterrupted run's tower and logs steps 1..N once each."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from anybind.train.run_dir import read_metrics
+
+    def recipe(folder: Path) -> dict:
+        settings = _recipe(world_dir, folder, steps=KILL_STEPS, precision="fp32")
+        settings["data"].update(cache_inputs=False, num_workers=1)
+        return {**settings, "checkpoint_every_steps": 4, "keep_last": 3}
+
+    whole = train_anchor(recipe(tmp_path / "whole"))
+    config = recipe(tmp_path / "killed")
+    metrics = Path(config["output_dir"]) / "metrics.csv"
+    child = subprocess.Popen([sys.executable, "-c", SLOW_CHILD, json.dumps(config)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while not (metrics.exists() and len(read_metrics(metrics.parent)) >= 6):  # past the step-4 checkpoint
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the child run made no progress"
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    killed_at = len(read_metrics(metrics.parent))
+    assert 6 <= killed_at < KILL_STEPS, killed_at  # killed between checkpoints 4 and 8 (or 8 and 12)
+    resumed = train_anchor(config, resume=True)
+    assert resumed.resumed_from in (4, 8) and resumed.steps == KILL_STEPS and resumed.bundle_dir is not None
+    assert whole.bundle_dir is not None
+    expected = load_file(str(whole.bundle_dir / "anchor" / "image-tower.safetensors"))
+    got = load_file(str(resumed.bundle_dir / "anchor" / "image-tower.safetensors"))
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
+    rows = read_metrics(resumed.output_dir)
+    assert [int(r["step"]) for r in rows] == list(range(1, KILL_STEPS + 1))  # no duplicated or lost rows
+    assert [r["train_loss"] for r in rows] == pytest.approx([r["train_loss"] for r in read_metrics(whole.output_dir)],
+                                                            rel=1e-5)

@@ -67,6 +67,8 @@ def test_cli_trains_and_refuses_to_clobber(world_dir: Path, tmp_path: Path, caps
     ({"train": {"lr": 0}}, r"`train.lr` must be > 0, got 0"),
     ({"keep_last": 0}, r"`keep_last` must be >= 1, got 0"),
     ({"data": {"manifest": "m.csv", "val_fraction": 1.5}}, r"`data.val_fraction` must be in \[0, 1\), got 1.5"),
+    ({"data": {"manifest": "m.csv", "num_workers": -1}}, r"`data.num_workers` must be >= 0, got -1"),
+    ({"data": {"manifest": "m.csv", "prefetch_batches": 0}}, r"`data.prefetch_batches` must be >= 1, got 0"),
     ({"trian": {}}, r"unknown key\(s\) 'trian' \(did you mean 'train'\?\)"),
 ])
 def test_bad_recipes(change: dict, message: str) -> None:

@@ -129,15 +129,12 @@ train_anchor(json.loads(sys.argv[1]))
 """
 
 
-def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted(world_dir: Path, tmp_path: Path) -> None:
+def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted(world_dir: Path, sigkill_after_rows,  # type: ignore[no-untyped-def]
+                                                                      tmp_path: Path) -> None:
     """A LiT run killed between checkpoints (images decoded per step by a DataLoader worker, no input
     cache) resumes to the uninterrupted run's tower and logs steps 1..N once each."""
     import json
-    import os
-    import signal
-    import subprocess
     import sys
-    import time
 
     from anybind.train.run_dir import read_metrics
 
@@ -148,19 +145,9 @@ def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted(world_dir:
 
     whole = train_anchor(recipe(tmp_path / "whole"))
     config = recipe(tmp_path / "killed")
-    metrics = Path(config["output_dir"]) / "metrics.csv"
-    child = subprocess.Popen([sys.executable, "-c", SLOW_CHILD, json.dumps(config)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while not (metrics.exists() and len(read_metrics(metrics.parent)) >= 6):  # past the step-4 checkpoint
-            assert child.poll() is None, child.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the child run made no progress"
-            time.sleep(0.02)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait()
-    killed_at = len(read_metrics(metrics.parent))
+    # killed past the step-4 checkpoint
+    killed_at = sigkill_after_rows([sys.executable, "-c", SLOW_CHILD, json.dumps(config)], Path(config["output_dir"]),
+                                   rows=6)
     assert 6 <= killed_at < KILL_STEPS, killed_at  # killed between checkpoints 4 and 8 (or 8 and 12)
     resumed = train_anchor(config, resume=True)
     assert resumed.resumed_from in (4, 8) and resumed.steps == KILL_STEPS and resumed.bundle_dir is not None

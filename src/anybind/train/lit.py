@@ -29,13 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from anybind.anchor import TrainableTowerAnchor
 from anybind.config import to_dict
 from anybind.errors import ConfigError, InputError
 from anybind.registry import get_anchor
-from anybind.train.distributed import barrier, join_process_group, local_device
+from anybind.train.distributed import barrier
 from anybind.train.lit_config import (
     LiTRecipe,
     LiTTrainConfig,
@@ -58,7 +57,7 @@ from anybind.train.lit_data import (
     load_all,
 )
 from anybind.train.pipeline import MicroBatches
-from anybind.train.run import PROBE_FRACTION, RunSettings, TrainingRun
+from anybind.train.run import PROBE_FRACTION, RunSettings, TrainingRun, training_process
 from anybind.train.run_dir import read_metrics
 
 LOG = logging.getLogger("anybind.train")
@@ -297,18 +296,9 @@ def train_anchor(source: str | Path | Mapping[str, Any] | LiTRecipe, *, resume: 
     `stop_after` N ends this call after N steps (checkpointed) without writing the bundle.
     Under ``torchrun`` every rank takes a slice of each batch, as `anybind.train.bind` does.
     """
-    from anybind.model import resolve_device
-
     recipe = load_lit_recipe(source)
-    if stop_after is not None and stop_after < 1:
-        raise InputError(f"`stop_after`: expected a positive number of steps, got {stop_after!r}")
-    device = local_device(resolve_device(recipe.train.device, "train.device"))
-    created_group = join_process_group(device)
-    try:
+    with training_process(recipe.train.device, stop_after) as device:
         return _train_anchor(recipe, device, resume=resume, overwrite=overwrite, stop_after=stop_after)
-    finally:
-        if created_group:
-            dist.destroy_process_group()
 
 
 def _train_anchor(recipe: LiTRecipe, device: torch.device, *, resume: bool, overwrite: bool,

@@ -36,25 +36,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from anybind.config import to_dict
 from anybind.errors import ConfigError, InputError
-from anybind.model import BoundModel, ModalityConfig, to_device, build_modality, resolve_device, resolve_spec
+from anybind.model import BoundModel, ModalityConfig, to_device, build_modality, resolve_spec
 from anybind.model import load as load_model
 from anybind.modality import Encoder
 from anybind.train.anchor_cache import AnchorVectorCache, cached_anchor_vectors, embed_partners
 from anybind.train.bundle import base_modality_entries, portable_anchor_spec, write_bundle
 from anybind.train.config import BindConfig, bind_config_to_dict, load_bind_config, math_differences
-from anybind.train.distributed import barrier, join_process_group, local_device, world
+from anybind.train.distributed import barrier, world
 from anybind.train.evaluation import paired_recall
 from anybind.train.input_cache import FileKeys, InputCache
 from anybind.train.manifest import Pair, read_pairs, split_pairs
 from anybind.train.pipeline import MicroBatches, batch_rows
 from anybind.train.precision import autocast
-from anybind.train.run import PROBE_FRACTION, ContrastiveObjective, RunSettings, TrainingRun, open_input_cache
+from anybind.train.run import (PROBE_FRACTION, ContrastiveObjective, RunSettings, TrainingRun, open_input_cache,
+                               training_process)
 
 LOG = logging.getLogger("anybind.train")
 RUN_KIND = "bind"
@@ -165,17 +165,10 @@ def bind(config: str | Path | Mapping[str, Any] | BindConfig, *, resume: bool = 
     the bundle is ``<output_dir>/bundle``.
     """
     config = load_bind_config(config)
-    if stop_after is not None and stop_after < 1:
-        raise InputError(f"`stop_after`: expected a positive number of steps, got {stop_after}")
-    device = local_device(resolve_device(config.train.device, "train.device"))
-    created_group = join_process_group(device)
-    try:
+    with training_process(config.train.device, stop_after) as device:
         run = BindingRun(config, device, base_model)
         run.open(resume=resume, overwrite=overwrite)
         return run.fit(stop_after)
-    finally:
-        if created_group:
-            dist.destroy_process_group()
 
 
 

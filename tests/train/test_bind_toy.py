@@ -118,6 +118,29 @@ def test_bf16_accumulation_and_head_only_training(toy, toy_data, base_model, tin
     assert not torch.equal(trained["head.proj.weight"], initial["head.proj.weight"])
 
 
+def test_head_keeps_training_after_a_mid_run_validation(toy, toy_data, base_model, tiny_anchor_file,
+                                                       tmp_path: Path) -> None:
+    """With ``train.params: head`` the validation used to leave the head in eval mode (dropout off) for
+    the rest of the run; the loop now restores the training mode after every validation."""
+    from anybind.train.config import load_bind_config
+    from anybind.train.loop import BindingRun
+
+    config = toy.recipe(tmp_path, toy_data, model=str(tiny_anchor_file), eval={"every_steps": 1},
+                        train={"steps": 3, "params": "head"})
+    run = BindingRun(load_bind_config(config), torch.device("cpu"), base_model)
+    run.open(resume=False, overwrite=False)
+    modes: list[tuple[bool, bool]] = []
+    micro_batch = run.micro_batch
+
+    def recording_micro_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
+        modes.append((run.encoder.training, run.encoder.head.training))
+        return micro_batch(*args, **kwargs)
+
+    run.micro_batch = recording_micro_batch  # type: ignore[method-assign]
+    run.train(None)
+    assert modes == [(False, True)] * 3  # backbone frozen in eval mode, head training at every step
+
+
 def test_caches_do_not_change_training(toy, toy_data, base_model, tiny_anchor_file, tmp_path: Path) -> None:
     common = {"model": str(tiny_anchor_file), "encoder_args": {"dropout": 0.0}, "train": {"steps": 3}}
     cached = bind(toy.recipe(tmp_path / "a", toy_data, **common), base_model=base_model)

@@ -99,30 +99,16 @@ bind(json.loads(sys.argv[2]))
 
 
 def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted(toy, toy_data, base_model, tiny_anchor_file,
-                                                                      tmp_path: Path) -> None:
+                                                                      sigkill_after_rows, tmp_path: Path) -> None:
     import json
-    import os
-    import signal
-    import subprocess
     import sys
-    import time
 
     overrides = {"train": {"steps": KILL_STEPS}, "checkpoint": {"every_steps": 4, "keep_last": 3}}
     whole = bind(_recipe(toy, toy_data, tiny_anchor_file, tmp_path / "whole", **overrides), base_model=base_model)
     config = _recipe(toy, toy_data, tiny_anchor_file, tmp_path / "killed", **overrides)
-    metrics = Path(config["output_dir"]) / "metrics.csv"
-    child = subprocess.Popen([sys.executable, "-c", SLOW_CHILD, toy.__file__, json.dumps(config)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while not (metrics.exists() and len(read_metrics(metrics.parent)) >= 6):  # past the step-4 checkpoint
-            assert child.poll() is None, child.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the child run made no progress"
-            time.sleep(0.02)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait()
-    killed_at = len(read_metrics(metrics.parent))
+    # killed past the step-4 checkpoint
+    killed_at = sigkill_after_rows([sys.executable, "-c", SLOW_CHILD, toy.__file__, json.dumps(config)],
+                                   Path(config["output_dir"]), rows=6)
     assert 6 <= killed_at < KILL_STEPS, killed_at  # killed between checkpoints 4 and 8 (or 8 and 12)
     resumed = bind(config, resume=True, base_model=base_model)
     assert resumed.step == KILL_STEPS and resumed.bundle_dir is not None

@@ -2,7 +2,7 @@
 
 Trains a small image tower against a frozen pretrained text encoder (LiT) on an image-caption
 manifest; the result bundle is an anchor that ``anybind train`` can bind other modalities to.
-See `anybind.anchors.lit_training.train_anchor`.
+See `anybind.train.lit.train_anchor`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Load the recipe, apply command-line overrides, and train."""
-    from anybind.anchors.lit_training import load_lit_recipe, train_anchor
+    from anybind.train.lit import train_anchor
+    from anybind.train.lit_config import load_lit_recipe
 
     recipe = apply_run_overrides(load_lit_recipe(args.config), args)
     if args.no_progress or args.json:

@@ -49,7 +49,7 @@ class WorldRecipe:
 def load_demo_recipe(name: str) -> DemoRecipe:
     """The demo recipe `name` (configs/demo/), its ``world`` and ``lit`` sections checked by the config
     parser: a typo is a `ConfigError` naming the key, not a `TypeError` from deep in the build."""
-    from anybind.anchors.lit_training import LiTTrainConfig
+    from anybind.train.lit_config import LiTTrainConfig
 
     recipe = load_named(DemoRecipe, "demo", name, "demo recipe")
     from_dict(WorldRecipe, recipe.world, f"demo recipe {name!r}: `world`")
@@ -183,7 +183,7 @@ def _build_anchor(recipe: DemoRecipe, anchor: dict[str, Any] | None, world_dir: 
     from PIL import Image
 
     from anybind.demo.world import read_objects
-    from anybind.anchors.lit_training import save_lit_bundle, train_lit
+    from anybind.train.lit import save_lit_bundle, train_lit
 
     _log("training the LiT image tower against frozen all-MiniLM-L6-v2", progress)
     splits = {name: read_objects(world_dir / f"{name}.jsonl") for name in ("train", "val")}
@@ -198,7 +198,7 @@ def _build_anchor(recipe: DemoRecipe, anchor: dict[str, Any] | None, world_dir: 
 
 def lit_config(recipe: DemoRecipe, device: str) -> Any:
     """The recipe's LiT training settings (`LiTTrainConfig`) on `device`."""
-    from anybind.anchors.lit_training import LiTTrainConfig
+    from anybind.train.lit_config import LiTTrainConfig
 
     return LiTTrainConfig(**{**recipe.lit, "device": device})
 

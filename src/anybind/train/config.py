@@ -242,10 +242,12 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: s
     return names
 
 
-def math_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Like `config_differences`, ignoring `RESUMABLE_CHANGES` (settings a resume may change)."""
+def math_differences(old: Mapping[str, Any], new: Mapping[str, Any],
+                     resumable: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
+    """Like `config_differences`, ignoring `resumable` (settings a resume may change; default: a binding
+    recipe's `RESUMABLE_CHANGES`)."""
     return [name for name in config_differences(old, new)
-            if not any(name == allowed or name.startswith(allowed + ".") for allowed in RESUMABLE_CHANGES)]
+            if not any(name == allowed or name.startswith(allowed + ".") for allowed in resumable)]
 
 
 def bind_config_to_dict(config: BindConfig) -> dict[str, Any]:

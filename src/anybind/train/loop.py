@@ -14,6 +14,9 @@ One call does the whole job (`anybind train RECIPE.yaml` is a thin wrapper):
 4. log metrics (CSV + TensorBoard), evaluate R@1/R@5 both ways, checkpoint every N steps;
 5. write ``<output_dir>/bundle``: ``anybind.load(bundle).embed(modality, ...)`` works at once.
 
+Steps 3 and 4 are the loop every trainer shares (`anybind.train.run.TrainingRun`); `BindingRun`
+says what binding adds: the modality encoder, its inputs and the anchor vectors of the partners.
+
 The data order is a pure function of (seed, step), so `--resume` from a checkpoint (model,
 optimizer, scheduler, RNG states, step) ends exactly where an uninterrupted run would.
 
@@ -25,46 +28,37 @@ rank 0's running stats). Anchor vectors of all partners are held in memory (N x 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
-import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from anybind.config import to_dict
 from anybind.errors import ConfigError, InputError
-from anybind.model import BoundModel, ModalityConfig, to_device, build_modality, resolve_device, resolve_spec
+from anybind.model import BoundModel, ModalityConfig, to_device, build_modality, resolve_spec
 from anybind.model import load as load_model
 from anybind.modality import Encoder
 from anybind.train.anchor_cache import AnchorVectorCache, cached_anchor_vectors, embed_partners
 from anybind.train.bundle import base_modality_entries, portable_anchor_spec, write_bundle
-from anybind.train.checkpoints import CheckpointManager, capture_rng_state, restore_rng_state
 from anybind.train.config import BindConfig, bind_config_to_dict, load_bind_config, math_differences
-from anybind.progress import progress_bar
-from anybind.train.distributed import barrier, gather_objects, join_process_group, local_device, mean_over_ranks, world
+from anybind.train.distributed import barrier, world
 from anybind.train.evaluation import paired_recall
-from anybind.train.input_cache import FeatureStore, FileKeys, InputCache, content_digest, default_store_folder
-from anybind.train.losses import ContrastiveLoss
+from anybind.train.input_cache import FileKeys, InputCache
 from anybind.train.manifest import Pair, read_pairs, split_pairs
-from anybind.train.optim import adamw_param_groups, cosine_with_warmup
-from anybind.train.pipeline import MicroBatches, auto_workers, batch_rows, iterate_micro_batches
-from anybind.train.precision import autocast, choose_precision, timed
-from anybind.train.run_dir import MetricsLog, check_run_folder, start_run_folder
+from anybind.train.pipeline import MicroBatches, batch_rows
+from anybind.train.precision import autocast
+from anybind.train.run import (PROBE_FRACTION, ContrastiveObjective, RunSettings, TrainingRun, open_input_cache,
+                               training_process)
 
 LOG = logging.getLogger("anybind.train")
 RUN_KIND = "bind"
 BUNDLE_FOLDER = "bundle"
-PROBE_FRACTION = 4  # `precision: auto` times steps on 1/4 of a micro-batch
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "logit_scale", "temperature", "val_r1_modality_to_anchor",
                   "val_r5_modality_to_anchor", "val_r1_anchor_to_modality", "val_r5_anchor_to_modality"]
 
@@ -92,32 +86,7 @@ class BindResult:
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
 
 
-class BindingObjective(nn.Module):
-    """Encoder + contrastive loss as one module, so DDP syncs the logit scale's gradient too."""
-
-    def __init__(self, encoder: Encoder, loss: ContrastiveLoss, precision: str, head_only_features: bool = False) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.loss = loss
-        self.precision = precision
-        self.head_only_features = head_only_features  # batches are cached `backbone_features`
-
-    def forward(self, batch: Any, anchor_vectors: torch.Tensor) -> torch.Tensor:
-        """Loss of a modality `batch` (or of cached backbone features) against its ``[B, D]`` anchor vectors."""
-        with autocast(self.precision, anchor_vectors.device):
-            features = self.encoder.forward_head(batch) if self.head_only_features else self.encoder(batch)
-        features = F.normalize(features.float(), dim=-1)
-        return self.loss(features, anchor_vectors)
-
-
-__all__ = ["BindResult", "BindingObjective", "autocast", "batch_rows", "bind", "evaluate"]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+__all__ = ["BindResult", "BindingRun", "ContrastiveObjective", "autocast", "batch_rows", "bind", "evaluate"]
 
 
 def select_trainable(encoder: Encoder, params: str) -> list[nn.Parameter]:
@@ -196,32 +165,30 @@ def bind(config: str | Path | Mapping[str, Any] | BindConfig, *, resume: bool = 
     the bundle is ``<output_dir>/bundle``.
     """
     config = load_bind_config(config)
-    if stop_after is not None and stop_after < 1:
-        raise InputError(f"`stop_after`: expected a positive number of steps, got {stop_after}")
-    device = local_device(resolve_device(config.train.device, "train.device"))
-    created_group = join_process_group(device)
-    try:
+    with training_process(config.train.device, stop_after) as device:
         run = BindingRun(config, device, base_model)
         run.open(resume=resume, overwrite=overwrite)
-        return run.train(stop_after)
-    finally:
-        if created_group:
-            dist.destroy_process_group()
+        return run.fit(stop_after)
 
 
-class BindingRun:
-    """The state of one `bind` call: model, data, optimizer, and the training loop over them."""
+def binding_settings(config: BindConfig) -> RunSettings:
+    """The shared loop's settings of a binding recipe."""
+    return RunSettings(output_dir=Path(config.output_dir).expanduser(), seed=config.seed, train=config.train,
+                       loss=config.loss, eval=config.eval, checkpoint=config.checkpoint, log=config.log,
+                       num_workers=config.data.num_workers, prefetch_batches=config.data.prefetch_batches)
+
+
+class BindingRun(TrainingRun):
+    """One `bind` call: a modality encoder trained against the anchor vectors of its partners."""
+
+    kind = RUN_KIND
+    checkpoint_key = "encoder"
+    metric_columns = METRIC_COLUMNS
 
     def __init__(self, config: BindConfig, device: torch.device, base_model: BoundModel | None) -> None:
-        self.config, self.device = config, device
-        self.rank, self.world_size = world()
-        train = config.train
-        if train.num_threads:
-            torch.set_num_threads(train.num_threads)
-        if train.batch_size % self.world_size:
-            raise ConfigError(f"`train.batch_size` {train.batch_size} must be divisible by the "
-                              f"{self.world_size} ranks")
-        seed_everything(config.seed + self.rank)
+        super().__init__(binding_settings(config), device)
+        self.config = config
+        self.progress_label = f"bind {config.modality}"
         self.base_config, self.base_dir = resolve_spec(config.model)
         self.model = base_model if base_model is not None else load_model(config.model, device=device)
         self.model.to(device)
@@ -231,12 +198,9 @@ class BindingRun:
                                templates=config.templates, seed=config.seed)
         bound = build_modality(config.modality, entry, self.model.anchor, None)
         self.encoder, self.modality = bound.encoder.to(device), bound.modality
-        self.output_dir = Path(config.output_dir).expanduser()
-        self.step = 0
+        self.module = self.encoder
         self.input_cache = self.build_input_cache()
         self.features: torch.Tensor | None = None  # [N, ...] cached backbone outputs of the train rows
-        self.precision = "fp32"  # resolved from train.precision in `open`
-        self.precision_reason = ""
 
     def build_input_cache(self) -> InputCache | None:
         """The decode-once cache of loaded + front-ended inputs (None when ``data.cache_inputs`` is off)."""
@@ -244,16 +208,9 @@ class BindingRun:
         enabled = data.cache_inputs if data.cache_inputs is not None else self.modality.deterministic_load
         if not enabled:
             return None
-        store = None
-        if data.input_cache_disk:
-            description = self.cache_description()
-            folder = default_store_folder(content_digest(description), data.input_cache_dir)
-            store = FeatureStore(folder, description) if self.rank == 0 else None
-            barrier()
-            if store is None:
-                store = FeatureStore(folder)
-        return InputCache(self.load_uncached, split=self.modality.split_batch, join=self.modality.join_batches,
-                          key_of=FileKeys(), store=store, memory_budget=data.input_cache_memory_mb << 20)
+        return open_input_cache(self.load_uncached, split=self.modality.split_batch, join=self.modality.join_batches,
+                                key_of=FileKeys(), description=self.cache_description() if data.input_cache_disk
+                                else None, folder=data.input_cache_dir, memory_mb=data.input_cache_memory_mb)
 
     def cache_description(self) -> dict[str, Any]:
         """What a cached input depends on besides its file content (its digest names the store folder)."""
@@ -271,14 +228,8 @@ class BindingRun:
     # -- setup -----------------------------------------------------------------------------
     def open(self, *, resume: bool, overwrite: bool) -> None:
         """Claim the run folder, read the data, cache anchor vectors, build the optimizer, restore."""
-        config_dict = bind_config_to_dict(self.config)
-        resumed = check_run_folder(self.output_dir, kind=RUN_KIND, config=config_dict, anchor=self.identity,
-                                   resume=resume, overwrite=overwrite, differences=math_differences)
-        barrier()
-        if self.rank == 0:
-            start_run_folder(self.output_dir, kind=RUN_KIND, config=config_dict, anchor=self.identity,
-                             resumed=resumed)
-        barrier()
+        resumed = self.claim_folder(bind_config_to_dict(self.config), self.identity, resume=resume,
+                                    overwrite=overwrite, differences=math_differences)
         self.train_pairs, self.val_pairs, self.skipped = read_data(self.config, self.load_inputs)
         self.partners = [(p.partner_kind, p.partner) for p in self.train_pairs + self.val_pairs]
         if self.input_cache is not None:
@@ -291,69 +242,44 @@ class BindingRun:
                      cache.memory_bytes / 2**20, time.perf_counter() - started)
         vectors = self.anchor_vectors_of_all_partners()
         self.train_vectors, self.val_vectors = vectors[:len(self.train_pairs)], vectors[len(self.train_pairs):]
-        self.build_optimizer()
-        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", self.config.checkpoint.keep_last)
+        select_trainable(self.encoder, self.config.train.params)
         self.dataset = MicroBatches([p.input for p in self.train_pairs], self.load_inputs, self.config.train.batch_size,
                                     self.config.seed, self.rank, self.world_size)
-        state = self.checkpoints.load_latest() if resumed else None
-        if state is not None:
-            self.restore(state)
-        else:
-            self.resolve_precision()
+        self.prepare(resumed, len(self.train_pairs))
         if self.head_features_enabled():
             self.cache_backbone_features()
 
     def resolve_precision(self) -> None:
-        """Turn ``train.precision`` (``auto``) into fp32/bf16 (timing a step on CPUs with native bf16); log it.
-
-        The probe times a quarter of micro-batch 0 (the ratio, not the absolute time, decides). A head
-        trained on cached backbone features stays fp32 under ``auto``: its step is too small to gain.
-        """
+        """`TrainingRun.resolve_precision`, except that a head trained on cached backbone features stays
+        fp32 under ``auto``: its step is too small to gain."""
         if self.config.train.precision == "auto" and self.head_features_enabled():
             self.precision_reason = "only the head trains, on cached backbone features: too small a step to gain"
             self.set_precision("fp32")
             if self.rank == 0:
                 LOG.info("precision: fp32 (train.precision auto: %s)", self.precision_reason)
             return
+        super().resolve_precision()
+
+    def probe_batch(self) -> tuple[Any, torch.Tensor]:
+        """A quarter of micro-batch 0: (modality batch, anchor vectors) on the device."""
         rows = self.dataset.rows(0)
         rows = rows[:max(2, len(rows) // PROBE_FRACTION)]
-        probe = (to_device(self.load_inputs([self.train_pairs[i].input for i in rows]), self.device),
-                 self.anchor_vectors_of(rows))
+        return (to_device(self.load_inputs([self.train_pairs[i].input for i in rows]), self.device),
+                self.anchor_vectors_of(rows))
 
-        def time_step(precision: str) -> float:
-            return timed(lambda: self.probe_step(precision, probe))
-
-        rng = capture_rng_state()
-        batch = probe[0]
+    def probe_workload(self, batch: Any) -> dict[str, Any]:
+        """The encoder, modality, batch shapes and trained parameters."""
         shapes = {k: list(v.shape) for k, v in batch.items()} if isinstance(batch, dict) else list(batch.shape)
-        workload = {"encoder": type(self.encoder).encoder_name, "encoder_args": to_dict(self.encoder.config),
-                    "modality": self.config.modality, "batch": shapes, "params": self.config.train.params}
-        chosen = choose_precision(self.config.train.precision, self.device, time_step, workload)
-        restore_rng_state(rng)
-        self.precision, self.precision_reason = gather_objects(chosen)[0]  # every rank follows rank 0's timing
-        self.set_precision(self.precision)
-        if self.rank == 0:
-            LOG.info("precision: %s (train.precision %s: %s)", self.precision, self.config.train.precision,
-                     self.precision_reason)
+        return {"encoder": type(self.encoder).encoder_name, "encoder_args": to_dict(self.encoder.config),
+                "modality": self.config.modality, "batch": shapes, "params": self.config.train.params}
 
-    def set_precision(self, precision: str) -> None:
-        """Use `precision` in the training objective."""
-        self.precision = precision
-        objective = self.objective.module if isinstance(self.objective, nn.parallel.DistributedDataParallel) \
-            else self.objective
-        objective.precision = precision  # type: ignore[assignment]
-
-    def probe_step(self, precision: str, probe: tuple[Any, torch.Tensor]) -> None:
-        """One forward + backward of the `probe` (batch, anchor vectors) in `precision`, leaving weights,
-        buffers and grads untouched."""
-        saved = {k: v.clone() for k, v in self.encoder.state_dict().items()}
-        objective = BindingObjective(self.encoder, self.loss, precision)
-        batch, vectors = probe
+    def set_train_mode(self) -> None:
+        """Training mode; with ``train.params: head`` the frozen backbone stays in eval mode."""
         set_train_mode(self.encoder, self.config.train.params == "head")
-        objective(batch, vectors).backward()
-        for parameter in self.trainable:
-            parameter.grad = None
-        self.encoder.load_state_dict(saved)
+
+    def extra_state(self) -> dict[str, Any]:
+        """The anchor identity the run trains against."""
+        return {"anchor": self.identity}
 
     def head_features_enabled(self) -> bool:
         """True when only the head trains and the frozen backbone's outputs can be cached."""
@@ -375,9 +301,8 @@ class BindingRun:
         per_input = torch.cat(chunks)
         position = {path: i for i, path in enumerate(unique)}
         self.features = per_input[torch.tensor([position[path] for path in inputs])]
-        objective = self.objective.module if isinstance(self.objective, nn.parallel.DistributedDataParallel) \
-            else self.objective
-        objective.head_only_features = True  # type: ignore[assignment]
+        self.head_only_features = True
+        self.plain_objective.head_only_features = True
         LOG.info("frozen backbone: features of %d input(s) cached (%s each, %.1fs); training the head on them",
                  len(unique), list(per_input.shape[1:]), time.perf_counter() - started)
 
@@ -415,56 +340,6 @@ class BindingRun:
             vectors = cached_anchor_vectors(self.model, cache, kinds, values, verify=0)
         return vectors
 
-    def build_optimizer(self) -> None:
-        """Loss module, AdamW, cosine schedule and (under DDP) the wrapped objective."""
-        train = self.config.train
-        self.batches_per_epoch = len(self.train_pairs) // train.batch_size
-        if self.batches_per_epoch < 1:
-            raise ConfigError(f"`train.batch_size` {train.batch_size} exceeds the {len(self.train_pairs)} "
-                              "training rows")
-        self.total_steps = train.steps if train.steps is not None else max(
-            1, math.ceil(train.epochs * self.batches_per_epoch / train.grad_accum_steps))  # type: ignore[operator]
-        select_trainable(self.encoder, train.params)
-        self.loss = ContrastiveLoss(self.config.loss, rank=self.rank, world_size=self.world_size).to(self.device)
-        objective = BindingObjective(self.encoder, self.loss, "fp32")
-        named = [(n, p) for n, p in objective.named_parameters() if p.requires_grad]
-        self.trainable = [p for _, p in named]
-        self.optimizer = torch.optim.AdamW(adamw_param_groups(named, train.weight_decay), lr=train.lr,
-                                           betas=train.betas, eps=train.eps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, cosine_with_warmup(train.warmup_steps, self.total_steps, train.min_lr_ratio))
-        self.objective: nn.Module = objective
-        if self.world_size > 1:
-            self.objective = nn.parallel.DistributedDataParallel(
-                objective, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-
-    def state(self, rng: list[Any]) -> dict[str, Any]:
-        """Everything a resume needs (`rng`: every rank's RNG state)."""
-        return {"step": self.step, "encoder": self.encoder.state_dict(), "loss": self.loss.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "rng": rng, "anchor": self.identity, "precision": self.precision}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Resume from checkpoint `state`: weights, optimizer, schedule, RNG, step, chosen precision."""
-        precision = state.get("precision")
-        self.set_precision(precision if precision is not None else self.config.train.precision)
-        self.precision_reason = "kept from the checkpoint"
-        if self.rank == 0:
-            LOG.info("precision: %s (kept from the checkpoint)", self.precision)
-        self.encoder.load_state_dict(state["encoder"])
-        self.loss.load_state_dict(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        rng = state["rng"]
-        restore_rng_state(rng[self.rank] if self.rank < len(rng) else rng[0])
-        self.step = int(state["step"])
-
-    def save_checkpoint(self) -> None:
-        """Gather every rank's RNG state; rank 0 writes the checkpoint."""
-        rng = gather_objects(capture_rng_state())
-        if self.rank == 0:
-            self.checkpoints.save(self.step, self.state(rng))
-
     # -- training --------------------------------------------------------------------------
     def micro_batch(self, micro_step: int, loaded: tuple[Any, torch.Tensor] | None = None) -> tuple[Any, torch.Tensor]:
         """This rank's slice of global micro-batch `micro_step`: (modality batch or cached backbone
@@ -485,39 +360,12 @@ class BindingRun:
         kinds, values = zip(*(self.partners[i] for i in rows))
         return embed_partners(self.model, list(kinds), list(values)).to(self.device)
 
-    def micro_batches(self, last_step: int) -> Iterator[tuple[Any, torch.Tensor]] | None:
-        """The pipeline over this call's micro-steps (None with cached backbone features: no loading)."""
+    def pipeline(self, last_step: int) -> Iterator[tuple[Any, torch.Tensor]] | None:
+        """The `DataLoader` pipeline (None with cached backbone features: nothing to load)."""
         if self.features is not None:
             return None
-        accum, data = self.config.train.grad_accum_steps, self.config.data
         cache = self.input_cache
-        workers = auto_workers(data.num_workers, cache is not None and cache.all_in_memory)
-        LOG.info("input pipeline: %d worker process(es)%s", workers,
-                 ", pinned memory" if self.device.type == "cuda" else "")
-        return iterate_micro_batches(self.dataset, self.step * accum, last_step * accum, workers=workers,
-                                     prefetch=data.prefetch_batches, pin_memory=self.device.type == "cuda")
-
-    def train_step(self, pipeline: Iterator[tuple[Any, torch.Tensor]] | None = None) -> float:
-        """One optimizer step over `grad_accum_steps` micro-batches (from `pipeline` when given);
-        returns the loss averaged over ranks."""
-        accum = self.config.train.grad_accum_steps
-        self.optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device)
-        for micro in range(accum):
-            loaded = next(pipeline) if pipeline is not None else None
-            batch, anchor_vectors = self.micro_batch(self.step * accum + micro, loaded)
-            sync = micro == accum - 1 or self.world_size == 1
-            with contextlib.nullcontext() if sync else self.objective.no_sync():  # type: ignore[operator]
-                loss = self.objective(batch, anchor_vectors) / accum
-                loss.backward()
-            total += loss.detach()
-        if self.config.train.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.train.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.loss.clamp_()
-        self.step += 1
-        return mean_over_ranks(total)
+        return self.micro_batches(last_step, cached_in_memory=cache is not None and cache.all_in_memory)
 
     def validate(self) -> dict[str, float]:
         """Validation metrics (rank 0 computes them; other ranks get {})."""
@@ -528,57 +376,14 @@ class BindingRun:
         barrier()
         return metrics
 
-    def train(self, stop_after: int | None) -> BindResult:
-        """Run steps until the end (or `stop_after` steps), logging, evaluating and checkpointing."""
-        config = self.config
-        last_step = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
-        log = MetricsLog(self.output_dir, METRIC_COLUMNS, self.step, config.log.tensorboard) if self.rank == 0 else None
-        window: list[float] = []
-        step_seconds: list[float] = []
-        train_loss, metrics = float("nan"), {}
-        set_train_mode(self.encoder, config.train.params == "head")
-        bar = progress_bar(total=self.total_steps, initial=self.step, desc=f"bind {config.modality}", unit="step",
-                   disable=not config.log.progress or self.rank != 0)
-        pipeline = self.micro_batches(last_step)
-        while self.step < last_step:
-            started = time.perf_counter()
-            window.append(self.train_step(pipeline))
-            step_seconds.append(time.perf_counter() - started)
-            bar.update(1)
-            step = self.step
-            evaluate_now = step == self.total_steps or bool(config.eval.every_steps and step % config.eval.every_steps == 0)
-            if evaluate_now:
-                metrics = self.validate()
-            if log is not None and (step % config.log.every_steps == 0 or evaluate_now or step == last_step):
-                train_loss = sum(window) / len(window)
-                log.write(step, self.metrics_row(train_loss, metrics if evaluate_now else {}))
-                bar.set_postfix(loss=f"{train_loss:.4f}", scale=f"{self.loss.logit_scale:.1f}")
-                window = []
-            if step == last_step or (config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0):
-                self.save_checkpoint()
-        bar.close()
-        if window:
-            train_loss = sum(window) / len(window)
-        if log is not None:
-            log.close()
-        if not step_seconds and self.step == self.total_steps:  # resumed a finished run: re-evaluate for the bundle
-            metrics = self.validate()
-        bundle_dir = self.write_bundle(metrics) if self.step == self.total_steps and self.rank == 0 else None
-        barrier()
-        return BindResult(output_dir=self.output_dir, bundle_dir=bundle_dir, step=self.step,
-                          total_steps=self.total_steps, train_loss=train_loss, logit_scale=self.loss.logit_scale,
-                          metrics=metrics, train_rows=len(self.train_pairs), val_rows=len(self.val_pairs),
-                          skipped_rows=self.skipped, rank=self.rank, step_seconds=step_seconds,
-                          steps_per_second=len(step_seconds) / sum(step_seconds) if step_seconds else 0.0)
-
-    def metrics_row(self, train_loss: float, metrics: Mapping[str, float]) -> dict[str, float]:
-        """One `metrics.csv` row for the current step."""
-        scale = self.loss.logit_scale
-        row = {"epoch": self.step * self.config.train.grad_accum_steps / self.batches_per_epoch,
-               "lr": self.scheduler.get_last_lr()[0], "train_loss": train_loss, "logit_scale": scale,
-               "temperature": 1 / scale}
-        row.update({k: v for k, v in metrics.items() if not k.startswith("val_chance")})
-        return row
+    def fit(self, stop_after: int | None) -> BindResult:
+        """`train` (see `TrainingRun.train`) as a `BindResult`."""
+        result = self.train(stop_after)
+        return BindResult(output_dir=self.output_dir, bundle_dir=result.bundle_dir, step=result.step,
+                          total_steps=result.total_steps, train_loss=result.train_loss,
+                          logit_scale=result.logit_scale, metrics=result.metrics, train_rows=len(self.train_pairs),
+                          val_rows=len(self.val_pairs), skipped_rows=self.skipped, rank=self.rank,
+                          step_seconds=result.step_seconds, steps_per_second=result.steps_per_second)
 
     def write_bundle(self, metrics: Mapping[str, float]) -> Path:
         """Write ``<output_dir>/bundle``: the base model's anchor and modalities plus the trained one."""

@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 import anybind
-from anybind.anchors.lit_training import load_lit_recipe, train_anchor
+from anybind.train.lit import train_anchor
+from anybind.train.lit_config import load_lit_recipe
 from anybind.cli import main
 from anybind.errors import ConfigError, InputError
 
@@ -66,6 +67,8 @@ def test_cli_trains_and_refuses_to_clobber(world_dir: Path, tmp_path: Path, caps
     ({"train": {"lr": 0}}, r"`train.lr` must be > 0, got 0"),
     ({"keep_last": 0}, r"`keep_last` must be >= 1, got 0"),
     ({"data": {"manifest": "m.csv", "val_fraction": 1.5}}, r"`data.val_fraction` must be in \[0, 1\), got 1.5"),
+    ({"data": {"manifest": "m.csv", "num_workers": -1}}, r"`data.num_workers` must be >= 0, got -1"),
+    ({"data": {"manifest": "m.csv", "prefetch_batches": 0}}, r"`data.prefetch_batches` must be >= 1, got 0"),
     ({"trian": {}}, r"unknown key\(s\) 'trian' \(did you mean 'train'\?\)"),
 ])
 def test_bad_recipes(change: dict, message: str) -> None:
@@ -93,12 +96,11 @@ def test_shipped_recipe_parses() -> None:
 def test_images_are_decoded_once_across_runs(world_dir: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
-    from anybind.anchors import lit_training
     from anybind.modalities.image import ImageModality
+    from anybind.train.lit_data import image_loader, load_all
 
     anchor = SimpleNamespace(image_preprocess=anybind.load("tiny", device="cpu").anchor.image_preprocess)
     paths = sorted((world_dir / "images").glob("*.png"))[:6]
-    data = lit_training.LiTDataConfig(manifest="unused.csv", input_cache_dir=str(tmp_path / "inputs"))
     decoded: list[int] = []
     real_load = ImageModality.load
 
@@ -107,9 +109,55 @@ def test_images_are_decoded_once_across_runs(world_dir: Path, tmp_path: Path, mo
         return real_load(self, items, **options)
 
     monkeypatch.setattr(ImageModality, "load", counting_load)
-    first = lit_training._load_pixels(paths, anchor, False, data)  # type: ignore[arg-type]
-    second = lit_training._load_pixels(paths, anchor, False, data)  # type: ignore[arg-type]  # a new run: from disk
+    first = load_all(image_loader(anchor, cache=True, cache_dir=str(tmp_path / "inputs")), paths)
+    second = load_all(image_loader(anchor, cache=True, cache_dir=str(tmp_path / "inputs")), paths)  # a new run: from disk
     assert decoded == [6] and torch.equal(first, second)
-    uncached = lit_training._load_pixels(paths, anchor, False, lit_training.LiTDataConfig(  # type: ignore[arg-type]
-        manifest="unused.csv", cache_inputs=False))
+    uncached = load_all(image_loader(anchor, cache=False), paths)
     assert decoded == [6, 6] and torch.equal(first, uncached)
+
+
+KILL_STEPS = 12
+SLOW_CHILD = """
+import json, sys, time
+from anybind.train.lit import LiTRun, train_anchor
+train_step = LiTRun.train_step
+def slow_step(self, pipeline=None):  # slow steps, so the parent can kill the run between two checkpoints
+    time.sleep(0.15)
+    return train_step(self, pipeline)
+LiTRun.train_step = slow_step
+train_anchor(json.loads(sys.argv[1]))
+"""
+
+
+def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted(world_dir: Path, sigkill_after_rows,  # type: ignore[no-untyped-def]
+                                                                      tmp_path: Path) -> None:
+    """A LiT run killed between checkpoints (images decoded per step by a DataLoader worker, no input
+    cache) resumes to the uninterrupted run's tower and logs steps 1..N once each."""
+    import json
+    import sys
+
+    from anybind.train.run_dir import read_metrics
+
+    def recipe(folder: Path) -> dict:
+        settings = _recipe(world_dir, folder, steps=KILL_STEPS, precision="fp32")
+        settings["data"].update(cache_inputs=False, num_workers=1)
+        return {**settings, "checkpoint_every_steps": 4, "keep_last": 3}
+
+    whole = train_anchor(recipe(tmp_path / "whole"))
+    config = recipe(tmp_path / "killed")
+    # killed past the step-4 checkpoint
+    killed_at = sigkill_after_rows([sys.executable, "-c", SLOW_CHILD, json.dumps(config)], Path(config["output_dir"]),
+                                   rows=6)
+    assert 6 <= killed_at < KILL_STEPS, killed_at  # killed between checkpoints 4 and 8 (or 8 and 12)
+    resumed = train_anchor(config, resume=True)
+    assert resumed.resumed_from in (4, 8) and resumed.steps == KILL_STEPS and resumed.bundle_dir is not None
+    assert whole.bundle_dir is not None
+    expected = load_file(str(whole.bundle_dir / "anchor" / "image-tower.safetensors"))
+    got = load_file(str(resumed.bundle_dir / "anchor" / "image-tower.safetensors"))
+    assert expected.keys() == got.keys()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
+    rows = read_metrics(resumed.output_dir)
+    assert [int(r["step"]) for r in rows] == list(range(1, KILL_STEPS + 1))  # no duplicated or lost rows
+    assert [r["train_loss"] for r in rows] == pytest.approx([r["train_loss"] for r in read_metrics(whole.output_dir)],
+                                                            rel=1e-5)

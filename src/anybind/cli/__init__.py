@@ -2,8 +2,7 @@
 
 Each subcommand lives in its own module ``anybind.cli.<name>`` exposing
 ``add_arguments(parser)`` and ``run(args) -> int``; its name, one-line help and description are a
-row of `COMMANDS` (a module that builds its parser itself exposes ``add_parser(subparsers)``
-instead). Every subcommand gets ``--device``, ``--batch-size`` and ``--json`` from
+row of `COMMANDS`. Every subcommand gets ``--device``, ``--batch-size`` and ``--json`` from
 `add_common_options`. An `AnybindError` ends the program with one clear line and exit code 2.
 """
 
@@ -24,10 +23,10 @@ from anybind.errors import AnybindError
 class Command:
     """One ``anybind`` subcommand: module ``anybind.cli.<module>`` defines ``add_arguments(parser)`` and
     ``run(args) -> int``; `build_parser` adds it as ``module`` with "-" for "_" (``train_anchor`` ->
-    ``train-anchor``). Without `help`, the module builds its own parser with ``add_parser(subparsers)``."""
+    ``train-anchor``)."""
 
     module: str  # module name under anybind.cli
-    help: str | None = None  # one line in ``anybind --help``'s command list
+    help: str  # one line in ``anybind --help``'s command list
     description: str = ""  # the top of ``anybind NAME --help``
 
     @property
@@ -44,7 +43,11 @@ COMMANDS = (  # in the order `anybind --help` lists them
         "train", help="bind a modality to the frozen anchor from a recipe",
         description="Train a modality's encoder against the frozen anchor on a paired manifest, as the recipe "
                     "(YAML) says; writes checkpoints, metrics and a bundle folder `anybind.load` reads."),
-    Command("train_anchor"),  # builds its own parser (add_parser)
+    Command(
+        "train_anchor", help="train an image tower against a frozen text encoder (LiT) to make an anchor",
+        description="Train a `lit` anchor: a small image tower fitted to a frozen pretrained sentence encoder "
+                    "(all-MiniLM-L6-v2) on an image-caption manifest (columns input,caption[,split]); writes "
+                    "checkpoints, metrics.csv and a bundle folder that `anybind train` can bind modalities to."),
     Command(
         "convert_clap", help="convert a LAION-CLAP checkpoint to an audio-only safetensors bundle",
         description="Read an official LAION-CLAP checkpoint (630k-best.pt, 630k-audioset-best.pt, "
@@ -106,11 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         module = importlib.import_module(f"anybind.cli.{command.module}")
-        if command.help is None:
-            sub = module.add_parser(subparsers)
-        else:
-            sub = subparsers.add_parser(command.name, help=command.help, description=command.description)
-            module.add_arguments(sub)
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.description)
+        module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     return parser
 

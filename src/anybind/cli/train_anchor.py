@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
 
 from anybind.cli import print_json
 from anybind.cli.run_options import add_run_options, apply_run_overrides
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``train-anchor``."""
-    parser = subparsers.add_parser(
-        "train-anchor", help="train an image tower against a frozen text encoder (LiT) to make an anchor",
-        description="Train a `lit` anchor: a small image tower fitted to a frozen pretrained sentence encoder "
-                    "(all-MiniLM-L6-v2) on an image-caption manifest (columns input,caption[,split]); writes "
-                    "checkpoints, metrics.csv and a bundle folder that `anybind train` can bind modalities to.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``anybind train-anchor``."""
     parser.add_argument("config", help="recipe file (YAML/JSON): output_dir, data.manifest, train.{tower,epochs,...}")
     add_run_options(parser)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

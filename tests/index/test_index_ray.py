@@ -26,13 +26,23 @@ def test_ray_dataset_embeds_the_same_parts(tiny_model: Any, tmp_path: Path) -> N
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
     try:
-        dataset = ray.data.from_items([{"path": text} for text in TEXTS])
+        def first_row_late(row: dict[str, Any], first: str = TEXTS[0]) -> dict[str, Any]:
+            import time
+
+            if row["path"] == first:
+                time.sleep(2.0)  # its block finishes last: Ray reorders rows unless told to keep the order
+            return row
+
+        # one block per row, the first one slowest: the paths must still be read in dataset order
+        dataset = ray.data.from_items([{"path": text} for text in TEXTS], override_num_blocks=len(TEXTS))
+        dataset = dataset.map(first_row_late)
         with pytest.raises(InputError, match=r"`dataset`: expected a Ray Dataset with a `path` column"):
             embed_dataset(dataset.rename_columns({"path": "file"}), "text", tmp_path / "bad.index")
         # one part is already done (as after a failed run): only the other two go to the actor
         embed_parts(tiny_model, {"text": TEXTS}, tmp_path / "r.index.parts", part_rows=2, rank=0, world_size=3)
         info = embed_dataset(dataset, "text", tmp_path / "r.index", model="tiny", part_rows=2, concurrency=1,
                              device="cpu")
+        assert dataset.context.execution_options.preserve_order is False  # the caller's setting is kept
     finally:
         ray.shutdown()
     assert info["embedded_parts"] == 2 and info["skipped_parts"] == 1 and info["count"] == 5

@@ -4,8 +4,8 @@
     paths = ray.data.read_text("files.txt").rename_columns({"text": "path"})   # or from_items([{"path": ...}])
     ray_embed.embed_dataset(paths, "image", "photos.index", model="my-bundle/", concurrency=8, num_gpus=1)
 
-The dataset's ``path`` column is read on the driver to cut it into the same deterministic parts
-the torchrun path uses (`anybind.index.parts`; paths are small). The parts then go through
+The dataset's ``path`` column is read on the driver, in dataset order, to cut it into the same
+deterministic parts the torchrun path uses (`anybind.index.parts`; paths are small). The parts then go through
 ``map_batches`` on an actor pool: each actor loads the model once (on a GPU when `num_gpus` is
 given) and writes each of its parts atomically into the parts folder, which must be on storage
 every node sees. Finished parts are skipped, so a rerun after a failure only redoes what is
@@ -61,6 +61,23 @@ class PartEmbedder:
         return {"part": batch["part"], "rows": np.asarray(rows, dtype=np.int64)}
 
 
+def paths_in_order(dataset: Any) -> list[str]:
+    """The ``path`` column of `dataset` in dataset order.
+
+    Ray Data hands out blocks as they finish unless ``preserve_order`` is on, so a slow block
+    would reorder the paths, change the part plan (a rerun would then redo finished parts) and
+    the index order. The setting is turned on for this read only (the caller's setting is restored).
+    """
+    column = dataset.select_columns(["path"])
+    options = column.context.execution_options  # shared with `dataset`: restored below
+    before = options.preserve_order
+    options.preserve_order = True
+    try:
+        return [str(row["path"]) for row in column.take_all()]
+    finally:
+        options.preserve_order = before
+
+
 def embed_dataset(dataset: Any, modality: str, out: str | Path, *, model: str = "tiny", parts: str | Path | None = None,
                   part_rows: int = DEFAULT_PART_ROWS, batch_size: int | None = None, concurrency: int = 1,
                   num_gpus: float = 0, device: str | None = None, backend: str = "exact",
@@ -78,7 +95,7 @@ def embed_dataset(dataset: Any, modality: str, out: str | Path, *, model: str = 
         raise InputError(f"`dataset`: expected a Ray Dataset with a `path` column, got columns {dataset.columns()}")
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InputError(f"`concurrency`: expected a positive number of actors, got {concurrency!r}")
-    items = [str(row["path"]) for row in dataset.select_columns(["path"]).take_all()]
+    items = paths_in_order(dataset)
     if not items:
         raise InputError("`dataset`: expected at least one path, got an empty dataset")
     plan = plan_parts({modality: items}, part_rows)

@@ -5,11 +5,11 @@
     ray_embed.embed_dataset(paths, "image", "photos.index", model="my-bundle/", concurrency=8, num_gpus=1)
 
 The dataset's ``path`` column is read on the driver, in dataset order, to cut it into the same
-deterministic parts the torchrun path uses (`anybind.index.parts`; paths are small). The parts then go through
-``map_batches`` on an actor pool: each actor loads the model once (on a GPU when `num_gpus` is
-given) and writes each of its parts atomically into the parts folder, which must be on storage
-every node sees. Finished parts are skipped, so a rerun after a failure only redoes what is
-missing. The driver merges the parts into one index folder, identical to the torchrun result.
+deterministic parts the torchrun path uses (`anybind.index.parts`; paths are small). The parts then
+go through ``map_batches`` on an actor pool: each actor loads the model once (on a GPU when
+`num_gpus` is given) and writes each of its parts atomically into the parts folder, which must be
+on storage every node sees. Finished parts are skipped, so a rerun after a failure only redoes what
+is missing. The driver merges the parts into one index folder, identical to the torchrun result.
 """
 
 from __future__ import annotations

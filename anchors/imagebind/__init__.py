@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from anybind.anchor import Anchor, AnchorIdentity, ImagePreprocess, sha256_file, sha256_state_dict
+from anybind.anchor import (CLIP_INIT_LOGIT_SCALE, Anchor, AnchorIdentity, ImagePreprocess, sha256_file,
+                            sha256_state_dict)
 from anybind.anchors.imagebind.architecture import ImageBindArchitecture, PatchTower, TextTower
 from anybind.anchors.imagebind.checkpoint import (
     MODALITIES,
@@ -41,7 +42,6 @@ from anybind.modality import Encoder, EncoderContext, NoConfig
 from anybind.registry import register_anchor
 from anybind.weights import seeded
 
-CLIP_INIT_LOGIT_SCALE = 1 / 0.07  # ImageBind's text logit scale at init (CLIP's temperature 0.07)
 IMAGEBIND_LICENSE = {
     "license": "CC BY-NC-SA 4.0",
     "url": "https://creativecommons.org/licenses/by-nc-sa/4.0/",

@@ -18,6 +18,8 @@ from torch import nn
 
 from anybind.config import from_dict
 
+CLIP_INIT_LOGIT_SCALE = 1 / 0.07  # CLIP (Radford et al. 2021): temperature initialized to 0.07
+
 
 @dataclass(frozen=True)
 class AnchorIdentity:

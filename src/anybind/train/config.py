@@ -25,7 +25,6 @@ from typing import Any, Literal
 from anybind.config import from_dict, read_data_file, to_dict
 from anybind.errors import ConfigError, InputError
 
-CLIP_INIT_LOGIT_SCALE = 1 / 0.07  # CLIP (Radford et al. 2021): temperature initialized to 0.07
 CLIP_MAX_LOGIT_SCALE = 100.0  # CLIP: logit scale clipped at 100 to keep training stable
 SIGLIP_INIT_LOGIT_SCALE = 10.0  # SigLIP (Zhai et al. 2023): t' = log 10
 SIGLIP_INIT_LOGIT_BIAS = -10.0  # SigLIP: b = -10

@@ -13,9 +13,9 @@ import math
 import torch
 from torch import nn
 
+from anybind.anchor import CLIP_INIT_LOGIT_SCALE
 from anybind.errors import InputError
-from anybind.train.config import (CLIP_INIT_LOGIT_SCALE, SIGLIP_INIT_LOGIT_BIAS, SIGLIP_INIT_LOGIT_SCALE,
-                                  LossConfig)
+from anybind.train.config import SIGLIP_INIT_LOGIT_BIAS, SIGLIP_INIT_LOGIT_SCALE, LossConfig
 
 
 class ContrastiveLoss(nn.Module):

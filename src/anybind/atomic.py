@@ -163,6 +163,21 @@ def remove_abandoned_staging(folder: Path) -> list[Path]:
     return removed
 
 
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the ``.<name>.<random>.tmp`` files `atomic_path` writers left in `folder` when killed; return them.
+
+    Only for folders with one writer at a time that holds a lock while it runs (a run folder, an
+    index folder): a live writer's temp file would be removed too.
+    """
+    removed = []
+    for candidate in folder.glob(".*.tmp"):
+        if candidate.is_file() and not candidate.is_symlink():
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
+
+
 @contextlib.contextmanager
 def staged_folder(folder: str | Path) -> Iterator[Path]:
     """Yield a fresh temp folder beside `folder` to fill; on success swap it in (`swap_in_folder`),

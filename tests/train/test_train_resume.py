@@ -110,7 +110,10 @@ def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted(toy, toy_d
     killed_at = sigkill_after_rows([sys.executable, "-c", SLOW_CHILD, toy.__file__, json.dumps(config)],
                                    Path(config["output_dir"]), rows=6)
     assert 6 <= killed_at < KILL_STEPS, killed_at  # killed between checkpoints 4 and 8 (or 8 and 12)
+    debris = Path(config["output_dir"]) / "checkpoints" / ".step-00000008.safetensors.k1ll3d.tmp"
+    debris.write_bytes(b"half a checkpoint")  # what a kill during an atomic write leaves
     resumed = bind(config, resume=True, base_model=base_model)
+    assert not debris.exists() and not list(resumed.output_dir.rglob(".*.tmp"))
     assert resumed.step == KILL_STEPS and resumed.bundle_dir is not None
     expected, got = _final_encoder(whole), _final_encoder(resumed)
     for name in expected:

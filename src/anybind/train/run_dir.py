@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from anybind.atomic import atomic_write_bytes, atomic_write_json, remove_temp_files
 from anybind.errors import AnchorMismatchError, ConfigError, InputError
-from anybind.atomic import atomic_write_bytes, atomic_write_json
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.csv"
 LOCK_FILE = ".lock"
+LOG = logging.getLogger("anybind.train")
 _held_locks: dict[Path, int] = {}  # resolved run folder -> open descriptor holding its flock
 
 
@@ -128,8 +130,13 @@ def check_run_folder(folder: Path, *, kind: str, config: Mapping[str, Any], anch
 
 def start_run_folder(folder: Path, *, kind: str, config: Mapping[str, Any], anchor: Mapping[str, Any],
                      resumed: bool) -> None:
-    """Create `folder` (emptied first when overwriting a run) and write ``run.json``."""
+    """Create `folder` (emptied first when overwriting a run) and write ``run.json``; a resumed run's
+    folder loses the temp files of writes a killed run left (it holds the run lock, so none is live)."""
     lock_run_folder(folder)
+    if resumed:
+        for place in (folder, folder / "checkpoints"):
+            for debris in remove_temp_files(place):
+                LOG.info("removed %s, left by a killed write", debris)
     if not resumed and read_run(folder) is not None:
         for child in folder.iterdir():
             if child.name != LOCK_FILE:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import yaml
@@ -19,11 +20,12 @@ def test_train_command_binds_from_a_recipe_and_resumes(toy, toy_data, tiny_ancho
                         data={"skip_bad_rows": True}, log={"tensorboard": True})
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    assert main(["train", str(path), "--stop-after", "2", "--no-progress"]) == 0
+    assert main(["train", str(path), "--steps", "4", "--overwrite", "--stop-after", "2", "--no-progress"]) == 0
     captured = capsys.readouterr()
-    assert "stopped at step 2; resume with the same command plus --resume" in captured.out and "skipped rows: 1" in captured.out
+    hint = f"anybind train {shlex.quote(str(path))} --steps 4 --resume"  # the overrides kept, no --overwrite
+    assert f"stopped at step 2; resume with: {hint}" in captured.out and "skipped rows: 1" in captured.out
     assert re.search(r"skipped .*line 130: `input` file '.*missing\.npy' does not exist", caplog.text)
-    assert main(["train", str(path), "--resume", "--json"]) == 0
+    assert main([*shlex.split(hint)[1:], "--json"]) == 0  # the printed command, as a user would paste it
     result = json.loads(capsys.readouterr().out)
     assert result["step"] == 4 and Path(result["bundle_dir"], "bundle.json").is_file()
     assert result["skipped_rows"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,10 @@ def test_cli_trains_and_refuses_to_clobber(world_dir: Path, tmp_path: Path, caps
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(_recipe(world_dir, tmp_path / "run", steps=2)))
-    assert main(["train-anchor", str(recipe), "--no-progress"]) == 0
+    assert main(["train-anchor", str(recipe), "--steps", "2", "--stop-after", "1", "--no-progress"]) == 0
+    hint = f"anybind train-anchor {shlex.quote(str(recipe))} --steps 2 --resume"
+    assert f"stopped; resume with: {hint}" in capsys.readouterr().out
+    assert main([*shlex.split(hint)[1:], "--no-progress"]) == 0  # the printed command continues the run
     assert "bundle:" in capsys.readouterr().out
     assert main(["train-anchor", str(recipe)]) == 2
     assert "pass --resume to continue it or --overwrite" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,3 +56,14 @@ def apply_run_overrides(recipe: R, args: argparse.Namespace) -> R:
     if args.output_dir is not None:
         recipe = dataclasses.replace(recipe, output_dir=str(Path(args.output_dir).resolve()))  # type: ignore[type-var]
     return recipe
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command line that continues a stopped run: the recipe and every override given to this
+    call (they are part of the run's math), plus ``--resume`` (without ``--overwrite``/``--stop-after``)."""
+    parts = ["anybind", args.command, args.config]
+    for option in ("model", "manifest", "val_manifest", "output_dir", "steps", "batch_size", "device"):
+        value = getattr(args, option, None)
+        if value is not None:
+            parts += [f"--{option.replace('_', '-')}", str(value)]
+    return shlex.join([*parts, "--resume"])

@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 
 from anybind.cli import print_json
-from anybind.cli.run_options import add_run_options, apply_run_overrides
+from anybind.cli.run_options import add_run_options, apply_run_overrides, resume_command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,5 +45,5 @@ def run(args: argparse.Namespace) -> int:
     if result.skipped_rows:
         print(f"skipped rows: {result.skipped_rows}")
     print(f"bundle: {result.bundle_dir}" if result.bundle_dir else
-          f"stopped at step {result.step}; resume with the same command plus --resume")
+          f"stopped at step {result.step}; resume with: {resume_command(args)}")
     return 0

@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 
 from anybind.cli import print_json
-from anybind.cli.run_options import add_run_options, apply_run_overrides
+from anybind.cli.run_options import add_run_options, apply_run_overrides, resume_command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,5 +37,5 @@ def run(args: argparse.Namespace) -> int:
     for name, value in sorted(result.metrics.items()):
         print(f"  val {name}: {value:.4f}")
     print(f"bundle: {result.bundle_dir}" if result.bundle_dir
-          else f"stopped; resume with: anybind train-anchor {args.config} --resume")
+          else f"stopped; resume with: {resume_command(args)}")
     return 0

@@ -103,3 +103,24 @@ def test_encoder_without_a_head_split_says_how_to_proceed(toy, base_model) -> No
     for call in (lambda: encoder.backbone_features(torch.zeros(2, 64)), lambda: encoder.forward_head(torch.zeros(2, 4))):
         with pytest.raises(ConfigError, match=r"ToyMLP does not split backbone and head .*`data.cache_features: false`"):
             call()
+
+
+@pytest.mark.parametrize("can_fork", [True, False])
+def test_workers_get_the_same_batches_with_an_unpicklable_loader(monkeypatch: pytest.MonkeyPatch, caplog,
+                                                                 can_fork: bool) -> None:
+    import multiprocessing
+
+    from anybind.train.pipeline import MicroBatches, iterate_micro_batches
+
+    scale = torch.arange(12.0)
+    dataset = MicroBatches([Path(f"{i}") for i in range(12)], lambda paths: scale[[int(p.name) for p in paths]] * 2,
+                           batch_size=4, seed=3)  # a lambda: spawned workers could not unpickle it
+    inline = [(batch.clone(), rows.clone()) for batch, rows in iterate_micro_batches(dataset, 1, 7, workers=0,
+                                                                                     prefetch=2, pin_memory=False)]
+    if not can_fork:  # e.g. Windows
+        monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    pooled = list(iterate_micro_batches(dataset, 1, 7, workers=1, prefetch=2, pin_memory=False))
+    assert len(pooled) == len(inline) == 6
+    for (a, ra), (b, rb) in zip(inline, pooled):
+        assert torch.equal(a, b) and torch.equal(ra, rb)
+    assert ("cannot fork worker processes" in caplog.text) is not can_fork

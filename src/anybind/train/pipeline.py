@@ -8,6 +8,8 @@ continues at ``start = step * grad_accum_steps`` with the same batches an uninte
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+LOG = logging.getLogger("anybind.train")
 
 
 def batch_rows(micro_step: int, rows: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -76,8 +80,15 @@ def iterate_micro_batches(dataset: MicroBatches, start: int, end: int, *, worker
     if end <= start:
         return iter(())
     options: dict[str, Any] = {}
+    if workers > 0 and "fork" not in multiprocessing.get_all_start_methods():
+        # The dataset holds the run's loaders (model, caches, locks), which a spawned worker would
+        # have to unpickle; without fork (Windows) batches are loaded in the training process.
+        LOG.warning("input pipeline: this platform cannot fork worker processes; loading batches in the "
+                    "training process instead of %d worker(s)", workers)
+        workers = 0
     if workers > 0:
-        options = {"prefetch_factor": max(1, prefetch), "persistent_workers": False}
+        options = {"prefetch_factor": max(1, prefetch), "persistent_workers": False,
+                   "multiprocessing_context": "fork"}  # also on macOS, whose default (spawn) would pickle the run
     # An own generator: a DataLoader iterator otherwise draws its worker base seed from the global
     # torch RNG, which would shift the dropout draws of a resumed run.
     generator = torch.Generator().manual_seed(dataset.seed * 1_000_003 + start)

@@ -82,6 +82,8 @@ class AudioCNNEncoder(Encoder):
             power = torch.view_as_real(spectrum).pow(2).sum(-1).transpose(1, 2) @ self.mel_filterbank.float()
             return (10.0 / math.log(10.0)) * power.clamp(min=LOG_FLOOR).log().unsqueeze(1)
 
+    front_end_args = ()  # the log-mel depends on the preprocess config only, not on the tower's args
+
     def front_end(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``{"waveform", "clip_index"}`` -> ``{"log_mel": [W, 1, frames, mel_bins], "clip_index"}`` (float32);
         `forward` takes either form, so the trainer can cache log-mels instead of waveforms."""

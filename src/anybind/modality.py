@@ -213,6 +213,10 @@ class Encoder(nn.Module, abc.ABC):
     def forward(self, batch: Batch) -> torch.Tensor:
         """A batch from the modality's `load` -> ``[B, D]`` features (not yet normalized)."""
 
+    # The `encoder_args` the `front_end` output depends on (besides the preprocess config), which
+    # therefore key the trainer's input cache; None: all of them (the safe default).
+    front_end_args: ClassVar[tuple[str, ...] | None] = None
+
     def front_end(self, batch: Batch) -> Batch:
         """The encoder's fixed, parameter-free input transform (e.g. waveform -> log-mel), run once per item
         by the trainer's input cache; `forward` must accept its output as well as a loaded batch.

@@ -163,6 +163,10 @@ def test_store_hits_misses_and_invalidation(audio_pairs: Path, base_model, tiny_
     first.train(None)  # clips paired with several images, several windows each: trains without a shape error
     warm = _open_run(_audio_recipe(tmp_path, audio_pairs, tiny_anchor_file), base_model)
     assert (warm.input_cache.loaded, warm.input_cache.from_store) == (0, 6)  # another run reads the store
+    other_tower = _audio_recipe(tmp_path, audio_pairs, tiny_anchor_file)
+    other_tower["encoder_args"] = {"architecture": "cnn-small", "dropout": 0.3}  # the log-mels do not change
+    reused = _open_run(other_tower, base_model)
+    assert (reused.input_cache.loaded, reused.input_cache.from_store) == (0, 6)
     _write_wav(audio_pairs.parent / "c0.wav", 1.0, 16000, 999.0)  # an edited file is a miss
     edited = _open_run(_audio_recipe(tmp_path, audio_pairs, tiny_anchor_file), base_model)
     assert (edited.input_cache.loaded, edited.input_cache.from_store) == (1, 5)

@@ -178,6 +178,16 @@ def binding_settings(config: BindConfig) -> RunSettings:
                        num_workers=config.data.num_workers, prefetch_batches=config.data.prefetch_batches)
 
 
+def front_end_args(encoder: Encoder) -> dict[str, Any]:
+    """The encoder args its front end depends on (`Encoder.front_end_args`; all of them by default,
+    none for an encoder without a front end: its cached inputs are the modality loader's output)."""
+    if type(encoder).front_end is Encoder.front_end:
+        return {}
+    args = to_dict(encoder.config)
+    names = type(encoder).front_end_args
+    return args if names is None else {name: args[name] for name in names if name in args}
+
+
 class BindingRun(TrainingRun):
     """One `bind` call: a modality encoder trained against the anchor vectors of its partners."""
 
@@ -220,7 +230,7 @@ class BindingRun(TrainingRun):
         pixels = getattr(self.model.anchor, "image_preprocess", None)
         return {"modality": self.config.modality, "encoder": type(self.encoder).encoder_name,
                 "front_end": type(self.encoder).front_end is not Encoder.front_end,
-                "encoder_args": to_dict(self.encoder.config),
+                "encoder_args": front_end_args(self.encoder),
                 "preprocess": to_dict(preprocess) if preprocess is not None else None,
                 "load_options": dict(self.config.data.load_options),
                 "anchor_pixels": to_dict(pixels) if pixels is not None else None, "anybind": anybind.__version__}

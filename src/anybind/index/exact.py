@@ -150,10 +150,10 @@ def exact_search(store: VectorStore, queries: torch.Tensor, k: int, row_mask: to
     """
     out_scores, out_positions = [], []
     target = torch.device(device) if device is not None else None
+    buffers = ScoreBuffers()  # each lane's score blocks, reused by every query block of this search
     for q_start in range(0, len(queries), query_block):
         block = queries[q_start:q_start + query_block]
         if target is None:
-            buffers = ScoreBuffers()
             best_scores, best_positions = lanes_top_k(
                 store.chunks(chunk_rows), lambda rows: torch.mm(block, rows.T, out=buffers.get(len(block), len(rows))),
                 len(block), k, row_mask)

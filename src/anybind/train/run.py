@@ -15,6 +15,8 @@ per-step augmentation), `probe_batch`, `validate`, `metrics_row` and `write_bund
 
 from __future__ import annotations
 
+import abc
+
 import contextlib
 import logging
 import math
@@ -141,7 +143,7 @@ def open_input_cache(load: Callable[[list[Any]], Any], *, split: Callable[..., A
     return InputCache(load, split=split, join=join, key_of=key_of, store=store, memory_budget=memory_mb << 20)
 
 
-class TrainingRun:
+class TrainingRun(abc.ABC):
     """One training run of `module` against frozen targets (see the module docstring)."""
 
     kind: ClassVar[str]  # run.json `kind`: a run folder of another kind is never resumed
@@ -169,18 +171,18 @@ class TrainingRun:
         self.head_only_features = False
 
     # -- hooks -----------------------------------------------------------------------------
+    @abc.abstractmethod
     def micro_batch(self, micro_step: int, loaded: tuple[Any, torch.Tensor] | None = None) -> tuple[Any, torch.Tensor]:
         """This rank's (batch on the device, ``[b, D]`` targets) of global micro-batch `micro_step`;
         `loaded` is the pipeline's (batch, rows) of that step (None: load it now)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def probe_batch(self) -> tuple[Any, torch.Tensor]:
         """A small (batch, targets) on the device that `precision: auto` times steps on."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def probe_workload(self, batch: Any) -> dict[str, Any]:
         """What the precision decision depends on besides the device (it is remembered per workload)."""
-        raise NotImplementedError
 
     def set_train_mode(self) -> None:
         """Put the trained module in training mode (subclasses keep frozen parts in eval mode)."""
